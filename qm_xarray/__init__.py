@@ -1,0 +1,34 @@
+"""qm_xarray: Quantum Machines result streams, faithfully and lazily, from a results server into analysis.
+
+Public surface (see docs/ and shared design): `ResultStore` and `serve` (the results server),
+the simulator, and (in later layers) the client, the results API and the lazy xarray layer.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    DataFetchingError,
+    QmInvalidSchemaError,
+    QmQuaException,
+    QMConnectionError,
+    QMTimeoutError,
+    StreamProcessingDataLossError,
+)
+from .server import JobWriter, ResultsServer, ResultStore, StreamWriter, serve  # noqa: E402
+
+__all__ = [
+    "DataFetchingError",
+    "JobWriter",
+    "QMConnectionError",
+    "QMTimeoutError",
+    "QmInvalidSchemaError",
+    "QmQuaException",
+    "ResultStore",
+    "ResultsServer",
+    "StreamProcessingDataLossError",
+    "StreamWriter",
+    "__version__",
+    "serve",
+]

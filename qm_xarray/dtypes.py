@@ -1,0 +1,158 @@
+"""Stream item layouts and the `simpleDType` JSON that describes them on the wire.
+
+Shared by the server (which writes the descriptions) and the client (which parses them). The rules
+are those of QM's results protocol (shared/spec/wire-protocol.md section d):
+
+- nested form (`flatFormat=false`): each item is a one-field record named `value`, buffer dims in
+  that field's sub-array shape, header shape `[1]`;
+- flat form (`flatFormat=true`): the bare element type, buffer dims in the header shape;
+- timestamped items are `(value, timestamp)` records in both forms (wrapped once more when nested);
+- the bytes of an item are the same in both forms.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from .errors import QmInvalidSchemaError
+
+__all__ = [
+    "StreamLayout",
+    "element_dtype",
+    "parse_simple_dtype",
+    "decode_simple_dtype",
+    "final_shape",
+    "TIMESTAMP_DTYPE",
+]
+
+TIMESTAMP_DTYPE = np.dtype("<i8")
+_ALLOWED_KINDS = "biufc"
+MAX_ITEM_BYTES = 64 * 1024 * 1024
+
+
+def element_dtype(dtype: Any) -> np.dtype:
+    """Normalise a numpy type string (or dtype) of one stream element; bool becomes `|b1`."""
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError) as exc:
+        raise QmInvalidSchemaError(f"invalid element dtype {dtype!r}: {exc}") from None
+    if dt.fields is not None or dt.subdtype is not None or dt.kind not in _ALLOWED_KINDS:
+        raise QmInvalidSchemaError(
+            f"invalid element dtype {dtype!r}: a stream element must be a plain bool, integer, "
+            f"float or complex type, got {dt}"
+        )
+    return dt
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLayout:
+    """How one item of a stream is laid out: element dtype, buffer shape, timestamps."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...] = ()
+    timestamps: bool = False
+
+    @classmethod
+    def create(cls, dtype: Any, shape: Any = (), timestamps: bool = False) -> StreamLayout:
+        """Validate user input and build a layout (raises `QmInvalidSchemaError`)."""
+        dt = element_dtype(dtype)
+        if isinstance(shape, (int, np.integer)):
+            shape = (int(shape),)
+        try:
+            dims = tuple(int(d) for d in shape)
+        except (TypeError, ValueError):
+            raise QmInvalidSchemaError(f"invalid item shape {shape!r}: expected a tuple of ints") from None
+        if any(d < 1 for d in dims):
+            raise QmInvalidSchemaError(f"invalid item shape {dims}: every dimension must be >= 1")
+        layout = cls(dt, dims, bool(timestamps))
+        if layout.itemsize > MAX_ITEM_BYTES:
+            raise QmInvalidSchemaError(
+                f"item of {layout.itemsize} bytes is larger than the limit of {MAX_ITEM_BYTES}"
+            )
+        return layout
+
+    @property
+    def item_dtype(self) -> np.dtype:
+        """numpy dtype of one whole item (flat form, timestamps as a record)."""
+        if self.timestamps:
+            value = ("value", self.dtype, self.shape) if self.shape else ("value", self.dtype)
+            return np.dtype([value, ("timestamp", TIMESTAMP_DTYPE)])
+        if self.shape:
+            return np.dtype((self.dtype, self.shape))
+        return self.dtype
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize * math.prod(self.shape) + (8 if self.timestamps else 0)
+
+    def _descr(self, flat: bool) -> Any:
+        elem = self.dtype.str
+        if self.timestamps:
+            value = ["value", elem, list(self.shape)] if self.shape else ["value", elem]
+            record = [value, ["timestamp", TIMESTAMP_DTYPE.str]]
+            return record if flat else [["value", record]]
+        if flat:
+            return elem
+        return [["value", elem, list(self.shape)]] if self.shape else [["value", elem]]
+
+    def simple_dtype(self, flat: bool) -> str:
+        """The `simpleDType` JSON text for the nested (flat=False) or flat form."""
+        return json.dumps(self._descr(flat))
+
+    def header_shape(self, flat: bool) -> list[int]:
+        """The header `shape`: `[1]` when nested, timestamped or scalar; else the buffer dims."""
+        if flat and self.shape and not self.timestamps:
+            return list(self.shape)
+        return [1]
+
+
+def _tuple_hook(obj: dict[str, Any]) -> Any:
+    if "__tuple__" in obj:
+        return tuple(obj.get("items", ()))
+    return obj
+
+
+def _patch_bool8(descr: Any) -> Any:
+    if descr == "bool8":
+        return "|b1"
+    if isinstance(descr, list):
+        return [_patch_bool8(d) for d in descr]
+    return descr
+
+
+def decode_simple_dtype(text: str) -> Any:
+    """Parse the JSON of a `simpleDType` (objects with `__tuple__` become tuples)."""
+    try:
+        return json.loads(text, object_hook=_tuple_hook)
+    except (TypeError, ValueError) as exc:
+        raise QmInvalidSchemaError(f"simpleDType {text!r} is not valid JSON: {exc}") from None
+
+
+def parse_simple_dtype(text: str) -> np.dtype:
+    """Turn a server's `simpleDType` into a numpy dtype, as an npy `descr` (plus `bool8`)."""
+    descr = _patch_bool8(decode_simple_dtype(text))
+    try:
+        dt = npy_format.descr_to_dtype(descr)
+    except Exception as exc:  # numpy raises TypeError, ValueError, KeyError... on garbage
+        raise QmInvalidSchemaError(f"simpleDType {text!r} is not a numpy dtype: {exc}") from None
+    if dt.hasobject:
+        raise QmInvalidSchemaError(f"simpleDType {text!r} describes Python objects")
+    if dt.subdtype is not None:
+        raise QmInvalidSchemaError(f"simpleDType {text!r} is a bare sub-array type")
+    return dt
+
+
+def final_shape(count: int, shape: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """Array shape for `count` items with header `shape` (QM's rule: one item drops the axis)."""
+    shape = tuple(shape)
+    if count == 1:
+        return shape
+    if shape == (1,):
+        return (count,)
+    return (count, *shape)

@@ -1,0 +1,115 @@
+"""ResultsServer: one gRPC server that serves a ResultStore over v1, v2 and our own services."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+
+import grpc
+
+from .control import JobsService, ProducerService
+from .service_v1 import JobResultsServiceV1
+from .service_v2 import JobServiceV2
+from .store import ResultStore
+
+__all__ = ["ResultsServer", "serve", "DEFAULT_CAPABILITIES"]
+
+log = logging.getLogger("qm_xarray.server")
+
+# QM capability strings this server honours (wire-protocol.md section c).
+JOB_STREAMING_STATE = "qm.job_streaming_state"
+CHUNK_STREAMING = "qm.chunk_streaming"
+MULTIPLE_STREAMS_FETCHING = "qm.multiple_streams_fetching"
+QOP3 = "__qop3"
+DEFAULT_CAPABILITIES = (JOB_STREAMING_STATE, CHUNK_STREAMING, MULTIPLE_STREAMS_FETCHING, QOP3)
+
+MAX_RECEIVE_BYTES = 80 * 1024 * 1024  # one append message holds whole items (<= 64 MiB each)
+MAX_SEND_BYTES = 4 * 1024 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ResultsServer:
+    """Serves `store` on `host:port` (port 0 picks a free one; see `.address`).
+
+    `chunk_streaming=False` makes v2 `GetNamedResult` use the legacy data format, for clients
+    that do not have the `qm.chunk_streaming` capability; it is then not advertised.
+    """
+
+    def __init__(self, store: ResultStore | None = None, host: str = "127.0.0.1", port: int = 0,
+                 *, chunk_streaming: bool = True, max_workers: int = 64):
+        self.store = store if store is not None else ResultStore()
+        self.host = host
+        self.capabilities = tuple(c for c in DEFAULT_CAPABILITIES
+                                  if chunk_streaming or c != CHUNK_STREAMING)
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="qm-xarray-rpc"),
+            options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+                     ("grpc.max_send_message_length", MAX_SEND_BYTES),
+                     ("grpc.so_reuseport", 0)])
+        self._server.add_generic_rpc_handlers([
+            JobResultsServiceV1(self.store).handler(),
+            JobServiceV2(self.store, chunk_streaming=chunk_streaming).handler(),
+            JobsService(self.store, self.capabilities).handler(),
+            ProducerService(self.store).handler(),
+        ])
+        if not is_loopback(host):
+            warnings.warn(f"the results server listens on {host}, beyond loopback, without TLS",
+                          stacklevel=2)
+        bind = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+        self.port = self._server.add_insecure_port(bind)
+        if self.port == 0:
+            raise OSError(f"could not listen on {bind}")
+        self._started = False
+
+    @property
+    def address(self) -> str:
+        """`host:port` to connect to."""
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+    def start(self) -> ResultsServer:
+        self._server.start()
+        self._started = True
+        log.info("results server listening on %s", self.address)
+        return self
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        """Stop serving; in-flight RPCs get `grace` seconds to finish."""
+        if self._started:
+            self._server.stop(grace).wait()
+            self._started = False
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self._server.wait_for_termination(timeout)
+
+    def __enter__(self) -> ResultsServer:
+        if not self._started:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<ResultsServer {self.address} {'running' if self._started else 'stopped'}>"
+
+
+def serve(store: ResultStore | None = None, host: str = "127.0.0.1", port: int = 0,
+          **options: object) -> ResultsServer:
+    """Start a ResultsServer for `store` (a new in-memory one if None) and return it.
+
+    Use as a context manager to stop it: `with qx.serve(store) as server: ...`.
+    """
+    return ResultsServer(store, host, port, **options).start()  # type: ignore[arg-type]

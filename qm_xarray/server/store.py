@@ -1,0 +1,393 @@
+"""ResultStore: jobs and their result streams, held in memory, safe for concurrent use.
+
+Producers append whole items; readers only ever see whole, published items. An append copies the
+items into fixed-size segments past the published end and then publishes the new count, so readers
+never wait on a writer and bytes once published never change (`save_all` streams). A `save`
+(single) stream holds one running value that an append replaces atomically.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from ..dtypes import StreamLayout
+from ..errors import (
+    JobFinishedError,
+    JobNotFoundError,
+    QmTypeError,
+    QmValueError,
+    StreamNotFoundError,
+)
+
+__all__ = ["ResultStore", "Job", "JobWriter", "Stream", "StreamWriter", "JobState", "ExecutionError"]
+
+SEGMENT_BYTES = 4 * 1024 * 1024
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+STREAM_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
+MAX_COUNT = 2**31 - 1  # counts are int32 on the wire
+
+
+class JobState(str, Enum):
+    RUNNING = "running"
+    DONE = "done"      # every result was produced
+    CLOSED = "closed"  # ended before done: cancelled or failed
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionError:
+    message: str
+    code: int = 0
+    severity: str = "error"  # "error" or "warning"
+
+
+class Stream:
+    """One named result stream of a job (read side)."""
+
+    def __init__(self, job: Job, name: str, layout: StreamLayout, single: bool, expected_count: int):
+        self.job = job
+        self.name = name
+        self.layout = layout
+        self.single = single
+        self.expected_count = expected_count
+        self._itemsize = layout.itemsize
+        self._seg_items = max(1, SEGMENT_BYTES // self._itemsize)
+        self._segments: list[np.ndarray] = []
+        self._single_value: bytes | None = None
+        self._count = 0
+        self._write_lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        """Number of published items (0 or 1 for a single stream)."""
+        return self._count
+
+    def read(self, start: int, stop: int) -> tuple[int, list[memoryview]]:
+        """Published items `[start, stop)` clipped to the count: (n_items, contiguous byte pieces)."""
+        if self.single:
+            value = self._single_value  # one atomic read: the value is replaced, never mutated
+            if value is None or start >= 1 or stop <= start:
+                return 0, []
+            return 1, [memoryview(value)]
+        stop = min(stop, self._count)
+        if stop <= start:
+            return 0, []
+        pieces = []
+        seg_items, size = self._seg_items, self._itemsize
+        first = start
+        while first < stop:
+            seg, offset = divmod(first, seg_items)
+            last = min(stop, (seg + 1) * seg_items)
+            data = self._segments[seg]
+            pieces.append(memoryview(data)[offset * size:(last - seg * seg_items) * size])
+            first = last
+        return stop - start, pieces
+
+    def read_array(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Published items as an array of `layout.item_dtype` (a copy; for tests and tools)."""
+        n, pieces = self.read(start, self._count if stop is None else stop)
+        raw = b"".join(pieces)
+        return np.frombuffer(raw, dtype=self.layout.item_dtype, count=n).copy()
+
+    def _as_items(self, items: Any) -> np.ndarray:
+        """Validate and convert user items to a C-contiguous array of whole items."""
+        layout = self.layout
+        if layout.timestamps:
+            arr = np.asarray(items)
+            target = layout.item_dtype
+            if arr.dtype.names is None or set(arr.dtype.names) != {"value", "timestamp"}:
+                raise QmTypeError(
+                    f"stream {self.name!r} has timestamps: append a structured array with fields "
+                    f"'value' and 'timestamp', got dtype {arr.dtype}"
+                )
+            if arr.ndim == 0:
+                arr = arr.reshape(1)
+            if arr.ndim != 1:
+                raise QmValueError(f"stream {self.name!r}: timestamped items must be a 1-D record array")
+            self._check_cast(arr["value"].dtype, layout.dtype)
+            self._check_cast(arr["timestamp"].dtype, np.dtype("<i8"))
+            out = np.empty(arr.shape, dtype=target)
+            out["value"] = arr["value"]
+            out["timestamp"] = arr["timestamp"]
+            return out
+        arr = np.asarray(items)
+        if arr.dtype.names is not None or arr.dtype.kind not in "biufc":
+            raise QmTypeError(f"stream {self.name!r} takes {layout.dtype} items, got dtype {arr.dtype}")
+        self._check_cast(arr.dtype, layout.dtype)
+        if arr.shape == layout.shape:
+            arr = arr.reshape((1, *layout.shape))
+        elif arr.shape[1:] != layout.shape:
+            raise QmValueError(
+                f"stream {self.name!r}: items must have shape {layout.shape} (one item) or "
+                f"(n, {', '.join(map(str, layout.shape))}{',' if len(layout.shape) == 1 else ''}), "
+                f"got an array of shape {arr.shape}"
+            )
+        return np.ascontiguousarray(arr, dtype=layout.dtype)
+
+    def _check_cast(self, src: np.dtype, dst: np.dtype) -> None:
+        if src == dst:
+            return
+        if dst.kind == "b" and src.kind != "b":
+            raise QmTypeError(f"stream {self.name!r} holds bool items, got {src}")
+        if not np.can_cast(src, dst, casting="same_kind"):
+            raise QmTypeError(
+                f"stream {self.name!r} holds {dst} items; {src} values cannot be stored without "
+                f"losing information (e.g. floats or NaN in an integer stream)"
+            )
+
+    def append(self, items: Any) -> int:
+        """Append items (array of shape (n,)+shape, or one item); returns the new count."""
+        return self.append_bytes(self._as_items(items).tobytes(), None)
+
+    def append_bytes(self, data: bytes | memoryview, count: int | None) -> int:
+        """Append packed item bytes (the wire layout); `count` is checked against the size."""
+        size = self._itemsize
+        nbytes = len(data)
+        if nbytes % size:
+            raise QmValueError(
+                f"stream {self.name!r}: {nbytes} bytes is not a whole number of {size}-byte items"
+            )
+        n = nbytes // size
+        if count is not None and count != n:
+            raise QmValueError(f"stream {self.name!r}: count {count} does not match {n} items of data")
+        with self._write_lock:
+            self.job._check_open()
+            if n == 0:
+                return self._count
+            if self.single:
+                self._single_value = bytes(memoryview(data)[(n - 1) * size:])
+                self._count = 1
+            else:
+                if self._count + n > MAX_COUNT:
+                    raise QmValueError(f"stream {self.name!r} would exceed {MAX_COUNT} items")
+                self._write_items(memoryview(data).cast("B"), n)
+        self.job._touch()
+        return self._count
+
+    def _write_items(self, data: memoryview, n: int) -> None:
+        size, seg_items = self._itemsize, self._seg_items
+        pos, done = self._count, 0
+        while done < n:
+            seg, offset = divmod(pos, seg_items)
+            if seg == len(self._segments):
+                self._segments.append(np.empty(seg_items * size, dtype=np.uint8))
+            take = min(n - done, seg_items - offset)
+            self._segments[seg][offset * size:(offset + take) * size] = np.frombuffer(
+                data[done * size:(done + take) * size], dtype=np.uint8)
+            pos += take
+            done += take
+            self._count = pos  # publish segment by segment; each published item is whole
+
+
+class Job:
+    """A job: ordered streams, state, data-loss flag and execution errors (read side)."""
+
+    def __init__(self, store: ResultStore, job_id: str):
+        self.store = store
+        self.id = job_id
+        self.created = time.time()
+        self.updated = self.created
+        self._streams: dict[str, Stream] = {}
+        self._state = JobState.RUNNING
+        self._dataloss = False
+        self._errors: list[ExecutionError] = []
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._version = 0
+
+    @property
+    def streams(self) -> dict[str, Stream]:
+        return dict(self._streams)
+
+    def stream(self, name: str) -> Stream:
+        try:
+            return self._streams[name]
+        except KeyError:
+            raise StreamNotFoundError(f"job {self.id!r} has no stream named {name!r}") from None
+
+    @property
+    def state(self) -> JobState:
+        return self._state
+
+    @property
+    def done(self) -> bool:
+        return self._state is JobState.DONE
+
+    @property
+    def closed(self) -> bool:
+        """True once the job has ended, done or not (no more results will come)."""
+        return self._state is not JobState.RUNNING
+
+    @property
+    def has_dataloss(self) -> bool:
+        return self._dataloss
+
+    @property
+    def errors(self) -> list[ExecutionError]:
+        return list(self._errors)
+
+    @property
+    def has_execution_errors(self) -> bool:
+        return any(e.severity == "error" for e in self._errors)
+
+    @property
+    def version(self) -> int:
+        """Increases on every change (append, state, error); see `wait_for_change`."""
+        return self._version
+
+    def wait_for_change(self, version: int, timeout: float | None) -> int:
+        """Block until `version` is outdated or `timeout` passes; returns the current version."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._version != version, timeout)
+            return self._version
+
+    def _touch(self) -> None:
+        with self._changed:
+            self._version += 1
+            self.updated = time.time()
+            self._changed.notify_all()
+
+    def _check_open(self) -> None:
+        if self._state is not JobState.RUNNING:
+            raise JobFinishedError(f"job {self.id!r} is {self._state.value}; it takes no more results")
+
+    def _add_stream(self, name: str, layout: StreamLayout, single: bool, expected_count: int) -> Stream:
+        if not isinstance(name, str) or not STREAM_NAME_PATTERN.match(name):
+            raise QmValueError(f"invalid stream name {name!r}: use letters, digits and _ . : -")
+        if not 0 <= int(expected_count) <= MAX_COUNT:
+            raise QmValueError(f"stream {name!r}: expected_count must be in [0, {MAX_COUNT}]")
+        with self._lock:
+            self._check_open()
+            if name in self._streams:
+                raise QmValueError(f"job {self.id!r} already has a stream named {name!r}")
+            stream = Stream(self, name, layout, bool(single), int(expected_count))
+            self._streams = {**self._streams, name: stream}
+        self._touch()
+        return stream
+
+    def _set_state(self, state: JobState) -> None:
+        with self._lock:
+            self._check_open()
+            self._state = state
+        self._touch()
+
+    def _mark_dataloss(self) -> None:
+        self._dataloss = True
+        self._touch()
+
+    def _add_error(self, error: ExecutionError) -> None:
+        with self._lock:
+            self._errors.append(error)
+        self._touch()
+
+
+class StreamWriter:
+    """Producer handle on one stream: `append(items)`."""
+
+    def __init__(self, stream: Stream):
+        self.stream = stream
+
+    @property
+    def name(self) -> str:
+        return self.stream.name
+
+    @property
+    def count(self) -> int:
+        return self.stream.count
+
+    @property
+    def layout(self) -> StreamLayout:
+        return self.stream.layout
+
+    def append(self, items: Any) -> int:
+        """Append items: an array of shape (n,)+shape, or one item. Returns the new count."""
+        return self.stream.append(items)
+
+    def __repr__(self) -> str:
+        return f"<StreamWriter {self.stream.job.id}/{self.name} count={self.count}>"
+
+
+class JobWriter:
+    """Producer handle on a job: add streams, append, then finish / cancel."""
+
+    def __init__(self, job: Job):
+        self.job = job
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    def add_stream(self, name: str, dtype: Any = "<f8", shape: Any = (), single: bool = False,
+                   timestamps: bool = False, expected_count: int = 0) -> StreamWriter:
+        """Declare a stream. `shape` is the per-item buffer shape; `single` a `save` stream."""
+        layout = StreamLayout.create(dtype, shape, timestamps)
+        return StreamWriter(self.job._add_stream(name, layout, single, expected_count))
+
+    def stream(self, name: str) -> StreamWriter:
+        return StreamWriter(self.job.stream(name))
+
+    def finish(self) -> None:
+        """The job is done: every result was produced."""
+        self.job._set_state(JobState.DONE)
+
+    def cancel(self) -> None:
+        """The job ended early (closed, not done)."""
+        self.job._set_state(JobState.CLOSED)
+
+    def mark_dataloss(self) -> None:
+        self.job._mark_dataloss()
+
+    def add_error(self, message: str, code: int = 0, severity: str = "error") -> None:
+        """Record an execution error (`severity` "error" or "warning"); the job goes on."""
+        if severity not in ("error", "warning"):
+            raise QmValueError(f"severity must be 'error' or 'warning', got {severity!r}")
+        self.job._add_error(ExecutionError(str(message), int(code), severity))
+
+    def __repr__(self) -> str:
+        return f"<JobWriter {self.id} {self.job.state.value}>"
+
+
+@dataclass
+class ResultStore:
+    """Thread-safe container of jobs. In memory; pass it to `qx.serve` to serve it over gRPC."""
+
+    _jobs: dict[str, Job] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def create_job(self, job_id: str | None = None) -> JobWriter:
+        """Create a running job; `job_id` picks its id (else `job-N`)."""
+        with self._lock:
+            if job_id is None:
+                job_id = next(f"job-{n}" for n in self._ids if f"job-{n}" not in self._jobs)
+            elif not isinstance(job_id, str) or not JOB_ID_PATTERN.match(job_id):
+                raise QmValueError(
+                    f"invalid job id {job_id!r}: 1-128 characters of letters, digits and . _ : -"
+                )
+            elif job_id in self._jobs:
+                raise QmValueError(f"a job with id {job_id!r} already exists")
+            job = Job(self, job_id)
+            self._jobs[job_id] = job
+        return JobWriter(job)
+
+    def job(self, job_id: str) -> Job:
+        """The job with this id (raises `JobNotFoundError`)."""
+        try:
+            return self._jobs[job_id]
+        except (KeyError, TypeError):
+            raise JobNotFoundError(f"no job with id {job_id!r}") from None
+
+    def writer(self, job_id: str) -> JobWriter:
+        return JobWriter(self.job(job_id))
+
+    def jobs(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs.values())

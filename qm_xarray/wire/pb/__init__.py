@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC modules (tools/gen_protos.py), registered in a private pool."""
