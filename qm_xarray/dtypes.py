@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .errors import QmInvalidSchemaError
+from .errors import QmInvalidSchemaError, QmTypeError, QmValueError
 
 __all__ = [
     "StreamLayout",
@@ -91,6 +91,42 @@ class StreamLayout:
     def itemsize(self) -> int:
         return self.dtype.itemsize * math.prod(self.shape) + (8 if self.timestamps else 0)
 
+    def pack(self, items: Any, stream: str = "?") -> np.ndarray:
+        """Validate producer items and return them as a C-contiguous array of whole items.
+
+        Accepts an array of shape `(n,) + shape` or one item of `shape`; timestamped streams take
+        a record array with fields `value` and `timestamp`. Values are cast only where no
+        information is lost (ints into a float stream, never floats or NaN into ints).
+        """
+        if self.timestamps:
+            arr = np.asarray(items)
+            if arr.dtype.names is None or set(arr.dtype.names) != {"value", "timestamp"}:
+                raise QmTypeError(
+                    f"stream {stream!r} has timestamps: append a record array with fields "
+                    f"'value' and 'timestamp', got dtype {arr.dtype}")
+            arr = arr.reshape(1) if arr.ndim == 0 else arr
+            if arr.ndim != 1 or arr["value"].shape[1:] != self.shape:
+                raise QmValueError(
+                    f"stream {stream!r}: timestamped items must be a 1-D record array whose "
+                    f"'value' field has item shape {self.shape}")
+            _check_cast(arr["value"].dtype, self.dtype, stream)
+            _check_cast(arr["timestamp"].dtype, TIMESTAMP_DTYPE, stream)
+            out = np.empty(arr.shape, dtype=self.item_dtype)
+            out["value"] = arr["value"]
+            out["timestamp"] = arr["timestamp"]
+            return out
+        arr = np.asarray(items)
+        if arr.dtype.names is not None or arr.dtype.kind not in _ALLOWED_KINDS:
+            raise QmTypeError(f"stream {stream!r} takes {self.dtype} items, got dtype {arr.dtype}")
+        _check_cast(arr.dtype, self.dtype, stream)
+        if arr.shape == self.shape:
+            arr = arr.reshape((1, *self.shape))
+        elif arr.ndim == 0 or arr.shape[1:] != self.shape:
+            raise QmValueError(
+                f"stream {stream!r}: items must be one item of shape {self.shape} or an array of "
+                f"shape (n, *{self.shape}), got shape {arr.shape}")
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
     def _descr(self, flat: bool) -> Any:
         elem = self.dtype.str
         if self.timestamps:
@@ -110,6 +146,17 @@ class StreamLayout:
         if flat and self.shape and not self.timestamps:
             return list(self.shape)
         return [1]
+
+
+def _check_cast(src: np.dtype, dst: np.dtype, stream: str) -> None:
+    if src == dst:
+        return
+    if dst.kind == "b" and src.kind != "b":
+        raise QmTypeError(f"stream {stream!r} holds bool items, got {src}")
+    if not np.can_cast(src, dst, casting="same_kind"):
+        raise QmTypeError(
+            f"stream {stream!r} holds {dst} items; {src} values cannot be stored without losing "
+            f"information (e.g. floats or NaN in an integer stream)")
 
 
 def _tuple_hook(obj: dict[str, Any]) -> Any:

@@ -20,13 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import StreamLayout
-from ..errors import (
-    JobFinishedError,
-    JobNotFoundError,
-    QmTypeError,
-    QmValueError,
-    StreamNotFoundError,
-)
+from ..errors import JobFinishedError, JobNotFoundError, QmValueError, StreamNotFoundError
 
 __all__ = ["ResultStore", "Job", "JobWriter", "Stream", "StreamWriter", "JobState", "ExecutionError"]
 
@@ -97,55 +91,9 @@ class Stream:
         raw = b"".join(pieces)
         return np.frombuffer(raw, dtype=self.layout.item_dtype, count=n).copy()
 
-    def _as_items(self, items: Any) -> np.ndarray:
-        """Validate and convert user items to a C-contiguous array of whole items."""
-        layout = self.layout
-        if layout.timestamps:
-            arr = np.asarray(items)
-            target = layout.item_dtype
-            if arr.dtype.names is None or set(arr.dtype.names) != {"value", "timestamp"}:
-                raise QmTypeError(
-                    f"stream {self.name!r} has timestamps: append a structured array with fields "
-                    f"'value' and 'timestamp', got dtype {arr.dtype}"
-                )
-            if arr.ndim == 0:
-                arr = arr.reshape(1)
-            if arr.ndim != 1:
-                raise QmValueError(f"stream {self.name!r}: timestamped items must be a 1-D record array")
-            self._check_cast(arr["value"].dtype, layout.dtype)
-            self._check_cast(arr["timestamp"].dtype, np.dtype("<i8"))
-            out = np.empty(arr.shape, dtype=target)
-            out["value"] = arr["value"]
-            out["timestamp"] = arr["timestamp"]
-            return out
-        arr = np.asarray(items)
-        if arr.dtype.names is not None or arr.dtype.kind not in "biufc":
-            raise QmTypeError(f"stream {self.name!r} takes {layout.dtype} items, got dtype {arr.dtype}")
-        self._check_cast(arr.dtype, layout.dtype)
-        if arr.shape == layout.shape:
-            arr = arr.reshape((1, *layout.shape))
-        elif arr.shape[1:] != layout.shape:
-            raise QmValueError(
-                f"stream {self.name!r}: items must have shape {layout.shape} (one item) or "
-                f"(n, {', '.join(map(str, layout.shape))}{',' if len(layout.shape) == 1 else ''}), "
-                f"got an array of shape {arr.shape}"
-            )
-        return np.ascontiguousarray(arr, dtype=layout.dtype)
-
-    def _check_cast(self, src: np.dtype, dst: np.dtype) -> None:
-        if src == dst:
-            return
-        if dst.kind == "b" and src.kind != "b":
-            raise QmTypeError(f"stream {self.name!r} holds bool items, got {src}")
-        if not np.can_cast(src, dst, casting="same_kind"):
-            raise QmTypeError(
-                f"stream {self.name!r} holds {dst} items; {src} values cannot be stored without "
-                f"losing information (e.g. floats or NaN in an integer stream)"
-            )
-
     def append(self, items: Any) -> int:
         """Append items (array of shape (n,)+shape, or one item); returns the new count."""
-        return self.append_bytes(self._as_items(items).tobytes(), None)
+        return self.append_bytes(self.layout.pack(items, self.name).tobytes(), None)
 
     def append_bytes(self, data: bytes | memoryview, count: int | None) -> int:
         """Append packed item bytes (the wire layout); `count` is checked against the size."""

@@ -1,0 +1,83 @@
+"""Client of qm_xarray's own read-only JobsService: server info and job listing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from ..wire.pb.qm_xarray.v1 import control_pb2 as pb
+from ..wire.pb.qm_xarray.v1 import control_pb2_grpc as pb_grpc
+from .connection import ConnectionDetails
+from .errors import map_rpc_error
+
+__all__ = ["JobsClient", "JobSummary", "StreamSummary", "ServerInfo"]
+
+_STATE = {pb.RUNNING: "running", pb.DONE: "done", pb.CLOSED: "closed"}
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    single: bool
+    timestamps: bool
+    expected_count: int
+    count: int
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    job_id: str
+    state: str  # "running", "done" or "closed"
+    has_dataloss: bool
+    errors: tuple[tuple[int, str, str], ...]  # (code, severity, message)
+    streams: tuple[StreamSummary, ...]
+    created: float
+    updated: float
+
+    @classmethod
+    def from_pb(cls, info: pb.JobInfo) -> JobSummary:
+        return cls(
+            job_id=info.job_id, state=_STATE.get(info.state, "unknown"),
+            has_dataloss=info.has_dataloss,
+            errors=tuple((e.code, e.severity, e.message) for e in info.errors),
+            streams=tuple(StreamSummary(s.spec.name, s.spec.dtype, tuple(s.spec.shape), s.spec.single,
+                                        s.spec.timestamps, s.spec.expected_count, s.count)
+                          for s in info.streams),
+            created=info.created_unix, updated=info.updated_unix)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    implementation: str
+    version: str
+    capabilities: tuple[str, ...]
+
+
+class JobsClient:
+    """`server_info()`, `list_jobs()` and `get_job(id)` on a qm_xarray results server."""
+
+    def __init__(self, details: ConnectionDetails):
+        self.details = details
+
+    def _call(self, method: str, request: object, what: str, timeout: float | None) -> object:
+        stub = pb_grpc.JobsServiceStub(self.details.channel())
+        try:
+            return getattr(stub, method)(request, timeout=timeout or self.details.timeout,
+                                         metadata=self.details.metadata)
+        except grpc.RpcError as exc:
+            raise map_rpc_error(exc, what) from None
+
+    def server_info(self, timeout: float | None = None) -> ServerInfo:
+        r = self._call("GetServerInfo", pb.GetServerInfoRequest(), "GetServerInfo", timeout)
+        return ServerInfo(r.implementation, r.version, tuple(r.capabilities))  # type: ignore[attr-defined]
+
+    def list_jobs(self, timeout: float | None = None) -> list[JobSummary]:
+        r = self._call("ListJobs", pb.ListJobsRequest(), "ListJobs", timeout)
+        return [JobSummary.from_pb(j) for j in r.jobs]  # type: ignore[attr-defined]
+
+    def get_job(self, job_id: str, timeout: float | None = None) -> JobSummary:
+        r = self._call("GetJob", pb.GetJobRequest(job_id=job_id), f"GetJob of job {job_id!r}", timeout)
+        return JobSummary.from_pb(r)  # type: ignore[arg-type]
