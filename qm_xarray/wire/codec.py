@@ -88,7 +88,8 @@ def v2_legacy(count: int, payload: Sequence[Bytes], name: str = "") -> bytes:
 
 def v2_error(details: str) -> bytes:
     """`GetNamedResultResponse{error{details}}`."""
-    return b"".join(_len_field(0x12, _len_field(0x0A, [details.encode()])))
+    inner = _len_field(0x0A, [details.encode()]) if details else []
+    return b"".join(_len_field(0x12, inner))
 
 
 def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:

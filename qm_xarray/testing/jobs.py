@@ -1,0 +1,95 @@
+"""Fake jobs: every stream kind of the protocol, with known contents, for tests (ours and users')."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..server.store import JobWriter, ResultStore
+
+__all__ = ["StreamKind", "STREAM_KINDS", "make_items", "make_job"]
+
+
+@dataclass(frozen=True)
+class StreamKind:
+    """A stream declaration: what `JobWriter.add_stream` takes, minus the name."""
+
+    dtype: str = "<f8"
+    shape: tuple[int, ...] = ()
+    single: bool = False
+    timestamps: bool = False
+
+    def declare(self, job: JobWriter, name: str, expected_count: int = 0) -> Any:
+        return job.add_stream(name, self.dtype, self.shape, self.single, self.timestamps,
+                              expected_count)
+
+
+# One of each kind in wire-protocol.md section d (plus a 2-D buffer and a timestamped buffer).
+STREAM_KINDS: dict[str, StreamKind] = {
+    "I": StreamKind("<f8"),                                  # save_all, fixed
+    "c": StreamKind("<i8", (3,)),                            # buffer(3).save_all, int
+    "ts": StreamKind("<f8", timestamps=True),                # with_timestamps().save_all
+    "avg": StreamKind("<f8", single=True),                   # average().save
+    "ab": StreamKind("<f8", (4,), single=True),              # buffer(4).average().save
+    "flags": StreamKind("|b1"),                              # bool save_all
+    "t1": StreamKind("<i8", single=True, timestamps=True),   # with_timestamps().save
+    "img": StreamKind("<f8", (2, 5)),                        # 2-D buffer save_all
+    "adc": StreamKind("<i8", (4,), timestamps=True),         # timestamped int buffer
+    "empty": StreamKind("<f8"),                              # save_all with no data yet
+}
+
+
+def make_items(kind: StreamKind, count: int, seed: int = 0) -> np.ndarray:
+    """`count` deterministic items of this kind, as an array of the stream's item layout."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(kind.dtype)
+    shape = (count, *kind.shape)
+    if dtype.kind == "b":
+        values = rng.random(shape) < 0.5
+    elif dtype.kind in "iu":
+        values = rng.integers(-1000 if dtype.kind == "i" else 0, 1000, shape).astype(dtype)
+    else:
+        values = rng.normal(size=shape).astype(dtype)
+    if not kind.timestamps:
+        return values
+    record = np.empty(count, dtype=[("value", dtype, kind.shape), ("timestamp", "<i8")]
+                      if kind.shape else [("value", dtype), ("timestamp", "<i8")])
+    record["value"] = values
+    record["timestamp"] = np.arange(count, dtype="<i8") * 4 + 1000
+    return record
+
+
+def make_job(store: ResultStore, counts: dict[str, int] | int = 6,
+             kinds: dict[str, StreamKind] | None = None, *, job_id: str | None = None,
+             state: str = "done", seed: int = 0) -> tuple[JobWriter, dict[str, np.ndarray]]:
+    """Create a job with one stream per kind and append items; returns (writer, written items).
+
+    `counts` is items per stream (or a dict by name; "empty" gets 0 by default); single streams
+    get every item appended and keep the last one. `state` is "running", "done", "closed",
+    "dataloss" (done, with data loss) or "error" (an execution error, then closed).
+    """
+    kinds = STREAM_KINDS if kinds is None else kinds
+    job = store.create_job(job_id)
+    written = {}
+    for i, (name, kind) in enumerate(kinds.items()):
+        n = counts.get(name, 6) if isinstance(counts, dict) else (0 if name == "empty" else counts)
+        stream = kind.declare(job, name, expected_count=1 if kind.single else n)
+        items = make_items(kind, n, seed + i)
+        if n:
+            stream.append(items)
+        written[name] = items[-1:] if kind.single else items
+    if state == "done":
+        job.finish()
+    elif state == "closed":
+        job.cancel()
+    elif state == "dataloss":
+        job.mark_dataloss()
+        job.finish()
+    elif state == "error":
+        job.add_error("simulated execution error", code=7)
+        job.cancel()
+    elif state != "running":
+        raise ValueError(f"unknown state {state!r}")
+    return job, written
