@@ -14,7 +14,7 @@ from ..errors import (
     JobFinishedError,
     JobNotFoundError,
     QmKeyError,
-    QmTypeError,
+    QmQuaException,
     QmValueError,
     StreamNotFoundError,
 )
@@ -35,7 +35,7 @@ def status_of(exc: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, JobFinishedError):
         return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(exc, (QmValueError, QmTypeError)):
+    if isinstance(exc, QmQuaException) and isinstance(exc, (ValueError, TypeError)):
         return grpc.StatusCode.INVALID_ARGUMENT
     return grpc.StatusCode.INTERNAL
 
