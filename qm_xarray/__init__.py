@@ -16,19 +16,25 @@ from .errors import (  # noqa: E402
     QMTimeoutError,
     StreamProcessingDataLossError,
 )
+from .producer import RemoteStore  # noqa: E402
 from .server import JobWriter, ResultsServer, ResultStore, StreamWriter, serve  # noqa: E402
+from .simulate import EXPERIMENTS, Simulation, simulate  # noqa: E402
 
 __all__ = [
     "DataFetchingError",
+    "EXPERIMENTS",
     "JobWriter",
     "QMConnectionError",
     "QMTimeoutError",
     "QmInvalidSchemaError",
     "QmQuaException",
+    "RemoteStore",
     "ResultStore",
     "ResultsServer",
+    "Simulation",
     "StreamProcessingDataLossError",
     "StreamWriter",
     "__version__",
     "serve",
+    "simulate",
 ]

@@ -1,0 +1,241 @@
+"""The producer API over gRPC: create jobs, declare streams, append items and end jobs remotely.
+
+`RemoteStore` mirrors `ResultStore.create_job` / `.writer`, and `RemoteJobWriter` /
+`RemoteStreamWriter` mirror the local `JobWriter` / `StreamWriter`, so code that produces results
+(the simulator, a user's acquisition loop) runs unchanged against an embedded store or a server in
+another process. Items are validated locally (`StreamLayout.pack`) before anything is sent, and sent
+as whole items in messages of about 1 MiB through the client-streaming `AppendItems` RPC.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from typing import Any
+
+import grpc
+import numpy as np
+
+from .client.connection import ConnectionDetails
+from .client.errors import map_rpc_error
+from .dtypes import StreamLayout
+from .errors import QmTypeError, QmValueError, StreamNotFoundError
+from .wire.pb.qm_xarray.v1 import control_pb2 as pb
+from .wire.pb.qm_xarray.v1 import control_pb2_grpc as pb_grpc
+
+__all__ = ["RemoteStore", "RemoteJobWriter", "RemoteStreamWriter", "MESSAGE_BYTES"]
+
+MESSAGE_BYTES = 1024 * 1024  # payload per AppendItems message (whole items; one item if larger)
+MIN_SEND_RATE = 10e6  # bytes/s: an append's deadline grows with its size at this pessimistic rate
+
+_TRANSITION = pb.SetJobStateRequest
+
+
+class RemoteStore:
+    """A results server seen from a producer: `create_job()` and `writer(job_id)`.
+
+    `target` is `"host:port"` (or `qm://host:port`) or a `ConnectionDetails`; `token` overrides
+    its token. `timeout` is the deadline, in seconds, of every RPC (appends get more time for
+    large payloads).
+    """
+
+    def __init__(self, target: str | ConnectionDetails, *, token: str | None = None,
+                 timeout: float = 30.0):
+        if isinstance(target, ConnectionDetails):
+            details = target if token is None else replace(target, token=token)
+        else:
+            details = ConnectionDetails.from_address(target, token=token)
+        if not timeout or timeout <= 0:
+            raise QmValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.details = details
+        self.timeout = float(timeout)
+
+    @property
+    def address(self) -> str:
+        return self.details.target
+
+    def _producer(self) -> pb_grpc.ProducerServiceStub:
+        return pb_grpc.ProducerServiceStub(self.details.channel())
+
+    def _unary(self, method: str, request: Any, what: str) -> Any:
+        stub = self._producer()
+        try:
+            return getattr(stub, method)(request, timeout=self.timeout, metadata=self.details.metadata)
+        except grpc.RpcError as exc:
+            raise map_rpc_error(exc, what) from None
+
+    def _job_info(self, job_id: str) -> pb.JobInfo:
+        stub = pb_grpc.JobsServiceStub(self.details.channel())
+        try:
+            return stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=self.timeout,
+                               metadata=self.details.metadata)
+        except grpc.RpcError as exc:
+            raise map_rpc_error(exc, f"GetJob of job {job_id!r} on {self.address}") from None
+
+    def create_job(self, job_id: str | None = None,
+                   streams: Mapping[str, Mapping[str, Any]] | None = None) -> RemoteJobWriter:
+        """Create a running job on the server; `job_id` picks its id (else the server's `job-N`).
+
+        `streams` optionally declares streams with the job, atomically: name -> keyword arguments
+        of `add_stream` (e.g. `{"I": {"dtype": "<f8", "expected_count": 100}}`).
+        """
+        if job_id is not None and not isinstance(job_id, str):
+            raise QmTypeError(f"job_id must be a string, got {type(job_id).__name__}")
+        specs = [_spec(name, **options) for name, options in (streams or {}).items()]
+        what = f"CreateJob {job_id!r} on {self.address}" if job_id else f"CreateJob on {self.address}"
+        info = self._unary("CreateJob", pb.CreateJobRequest(job_id=job_id or "", streams=specs), what)
+        return RemoteJobWriter(self, info)
+
+    def writer(self, job_id: str) -> RemoteJobWriter:
+        """Attach to an existing job (e.g. to end a job whose producer died)."""
+        return RemoteJobWriter(self, self._job_info(job_id))
+
+    def __repr__(self) -> str:
+        return f"<RemoteStore {self.address}>"
+
+
+def _spec(name: str, dtype: Any = "<f8", shape: Any = (), single: bool = False,
+          timestamps: bool = False, expected_count: int = 0) -> pb.StreamSpec:
+    """Validate a stream declaration locally (same errors as `JobWriter.add_stream`)."""
+    if not isinstance(name, str):
+        raise QmTypeError(f"stream name must be a string, got {type(name).__name__}")
+    layout = StreamLayout.create(dtype, shape, timestamps)
+    try:
+        expected = int(expected_count)
+    except (TypeError, ValueError):
+        raise QmTypeError(f"stream {name!r}: expected_count must be an int, got {expected_count!r}") from None
+    spec = pb.StreamSpec(name=name, dtype=layout.dtype.str, shape=list(layout.shape),
+                         single=bool(single), timestamps=layout.timestamps, expected_count=expected)
+    return spec
+
+
+class RemoteJobWriter:
+    """Producer handle on a remote job: add streams, append, then finish / cancel."""
+
+    def __init__(self, store: RemoteStore, info: pb.JobInfo):
+        self.store = store
+        self._id = info.job_id
+        self._streams: dict[str, RemoteStreamWriter] = {}
+        self._lock = threading.Lock()
+        self._update(info)
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    def _update(self, info: pb.JobInfo) -> None:
+        with self._lock:
+            for s in info.streams:
+                if s.spec.name not in self._streams:
+                    layout = StreamLayout.create(s.spec.dtype, tuple(s.spec.shape), s.spec.timestamps)
+                    self._streams[s.spec.name] = RemoteStreamWriter(
+                        self, s.spec.name, layout, s.spec.single, s.spec.expected_count, s.count)
+
+    def add_stream(self, name: str, dtype: Any = "<f8", shape: Any = (), single: bool = False,
+                   timestamps: bool = False, expected_count: int = 0) -> RemoteStreamWriter:
+        """Declare a stream. `shape` is the per-item buffer shape; `single` a `save` stream."""
+        spec = _spec(name, dtype, shape, single, timestamps, expected_count)
+        info = self.store._unary("AddStreams", pb.AddStreamsRequest(job_id=self._id, streams=[spec]),
+                                 f"AddStreams {name!r} to job {self._id!r}")
+        self._update(info)
+        return self._streams[name]
+
+    def stream(self, name: str) -> RemoteStreamWriter:
+        """The writer of a declared stream (asks the server for streams declared elsewhere)."""
+        if name not in self._streams:
+            self._update(self.store._job_info(self._id))
+        try:
+            return self._streams[name]
+        except KeyError:
+            raise StreamNotFoundError(f"job {self._id!r} has no stream named {name!r}") from None
+
+    @property
+    def streams(self) -> dict[str, RemoteStreamWriter]:
+        """The writers of the streams known to this handle, by name."""
+        return dict(self._streams)
+
+    def _transition(self, transition: int, what: str) -> None:
+        self.store._unary("SetJobState", pb.SetJobStateRequest(job_id=self._id, transition=transition),
+                          f"{what} job {self._id!r}")
+
+    def finish(self) -> None:
+        """The job is done: every result was produced."""
+        self._transition(_TRANSITION.FINISH, "finish")
+
+    def cancel(self) -> None:
+        """The job ended early (closed, not done)."""
+        self._transition(_TRANSITION.CANCEL, "cancel")
+
+    def mark_dataloss(self) -> None:
+        """Flag that results of this job were lost (readers then get a data-loss error)."""
+        self._transition(_TRANSITION.MARK_DATALOSS, "mark data loss of")
+
+    def add_error(self, message: str, code: int = 0, severity: str = "error") -> None:
+        """Record an execution error (`severity` "error" or "warning"); the job goes on."""
+        if severity not in ("error", "warning"):
+            raise QmValueError(f"severity must be 'error' or 'warning', got {severity!r}")
+        error = pb.ExecutionError(code=int(code), severity=severity, message=str(message))
+        self.store._unary("AddError", pb.AddErrorRequest(job_id=self._id, error=error),
+                          f"AddError to job {self._id!r}")
+
+    def __repr__(self) -> str:
+        return f"<RemoteJobWriter {self._id} at {self.store.address}>"
+
+
+class RemoteStreamWriter:
+    """Producer handle on one remote stream: `append(items)`.
+
+    `count` is the count the server last acknowledged to this handle (it does not ask the server).
+    """
+
+    def __init__(self, job: RemoteJobWriter, name: str, layout: StreamLayout, single: bool,
+                 expected_count: int, count: int):
+        self.job = job
+        self.name = name
+        self.layout = layout
+        self.single = single
+        self.expected_count = expected_count
+        self._count = count
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def append(self, items: Any) -> int:
+        """Append items: an array of shape (n,)+shape, or one item. Returns the new count.
+
+        Items are checked here (wrong dtype: `TypeError`, wrong shape: `ValueError`) before
+        anything is sent; a `save` stream sends only its last item (the value it keeps).
+        """
+        arr = self.layout.pack(items, self.name)
+        if self.single and len(arr) > 1:
+            arr = arr[-1:]
+        data = memoryview(arr.reshape(-1).view(np.uint8))
+        timeout = self.job.store.timeout + len(data) / MIN_SEND_RATE
+        what = f"AppendItems to stream {self.name!r} of job {self.job.id!r}"
+        stub = self.job.store._producer()
+        try:
+            response = stub.AppendItems(self._messages(data, len(arr)), timeout=timeout,
+                                        metadata=self.job.store.details.metadata)
+        except grpc.RpcError as exc:
+            raise map_rpc_error(exc, what) from None
+        for s in response.streams:
+            if s.spec.name == self.name:
+                self._count = int(s.count)
+        return self._count
+
+    def _messages(self, data: memoryview, n: int) -> Iterator[pb.AppendItemsRequest]:
+        """Whole items in messages of about `MESSAGE_BYTES` (one item each if items are larger)."""
+        job_id, name, size = self.job.id, self.name, self.layout.itemsize
+        if n == 0:
+            yield pb.AppendItemsRequest(job_id=job_id, stream=name, count=0, data=b"")
+            return
+        per_message = max(1, MESSAGE_BYTES // size)
+        for first in range(0, n, per_message):
+            last = min(n, first + per_message)
+            yield pb.AppendItemsRequest(job_id=job_id, stream=name, count=last - first,
+                                        data=bytes(data[first * size:last * size]))
+
+    def __repr__(self) -> str:
+        return f"<RemoteStreamWriter {self.job.id}/{self.name} count={self._count}>"
