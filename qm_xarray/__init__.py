@@ -16,12 +16,32 @@ from .errors import (  # noqa: E402
     QMTimeoutError,
     StreamProcessingDataLossError,
 )
+from .client import ConnectionDetails, JobResultApi, JobResultServiceApi, QopCaps, ServerCapabilities  # noqa: E402
+from .connect import Connection, Job, connect  # noqa: E402
 from .producer import RemoteStore  # noqa: E402
+from .results import (  # noqa: E402
+    BaseSingleStreamFetcher,
+    SingleStreamMultipleResultFetcher,
+    SingleStreamSingleResultFetcher,
+    StreamsManager,
+)
 from .server import JobWriter, ResultsServer, ResultStore, StreamWriter, serve  # noqa: E402
 from .simulate import EXPERIMENTS, Simulation, simulate  # noqa: E402
 
 __all__ = [
+    "BaseSingleStreamFetcher",
+    "Connection",
+    "ConnectionDetails",
     "DataFetchingError",
+    "Job",
+    "JobResultApi",
+    "JobResultServiceApi",
+    "QopCaps",
+    "ServerCapabilities",
+    "SingleStreamMultipleResultFetcher",
+    "SingleStreamSingleResultFetcher",
+    "StreamsManager",
+    "connect",
     "EXPERIMENTS",
     "JobWriter",
     "QMConnectionError",

@@ -79,12 +79,13 @@ class InvalidArgumentError(QmValueError):
     """A request to the results server was refused as invalid (gRPC INVALID_ARGUMENT)."""
 
 
-class JobNotFoundError(QmKeyError):
-    """No job with this id exists (gRPC NOT_FOUND)."""
+class JobNotFoundError(QmKeyError, QMConnectionError):
+    """No job with this id exists (gRPC NOT_FOUND). Also a `QMConnectionError`, which is what
+    the reference client raises in this case."""
 
 
-class StreamNotFoundError(QmKeyError):
-    """The job has no stream of this name (gRPC NOT_FOUND)."""
+class StreamNotFoundError(QmKeyError, QMConnectionError):
+    """The job has no stream of this name (gRPC NOT_FOUND); also a `QMConnectionError`."""
 
 
 class JobFinishedError(QmQuaException, RuntimeError):

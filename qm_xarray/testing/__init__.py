@@ -3,6 +3,7 @@
 - `make_job`, `STREAM_KINDS`, `make_items`: fake jobs with every stream kind and known contents;
 - `embedded_server`: a ResultStore served on 127.0.0.1, port 0, as a context manager;
 - `reference_streams_manager`: the reference qm-qua client pointed at any server (needs qm-qua);
+- `our_streams_manager`: ours, built the same way, for conformance tests;
 - `strategies`: hypothesis strategies for stream layouts and items (needs hypothesis).
 """
 
@@ -13,10 +14,10 @@ from contextlib import contextmanager
 
 from ..server import ResultsServer, ResultStore, serve
 from .jobs import STREAM_KINDS, StreamKind, make_items, make_job
-from .reference import REFERENCE_MODES, reference_streams_manager
+from .reference import REFERENCE_MODES, our_streams_manager, reference_streams_manager
 
 __all__ = ["REFERENCE_MODES", "STREAM_KINDS", "StreamKind", "embedded_server", "make_items",
-           "make_job", "reference_streams_manager"]
+           "make_job", "our_streams_manager", "reference_streams_manager"]
 
 
 @contextmanager

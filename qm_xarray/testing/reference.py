@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["REFERENCE_MODES", "reference_streams_manager"]
+__all__ = ["REFERENCE_MODES", "reference_streams_manager", "our_streams_manager"]
 
 REFERENCE_MODES = ("v1", "v2-legacy", "v2", "v2-multi")
 
@@ -65,3 +65,29 @@ def _status_waiter(details: Any, job_id: str) -> Any:
             channel.close()
 
     return wait_until
+
+
+def our_streams_manager(host: str, port: int, job_id: str, mode: str = "v1",
+                        timeout: float = 30.0) -> Any:
+    """Our `StreamsManager`, built exactly as `reference_streams_manager` builds the reference's."""
+    from ..client import (
+        ConnectionDetails,
+        JobResultApi,
+        JobResultServiceApi,
+        QopCaps,
+        ServerCapabilities,
+    )
+    from ..results import StreamsManager
+
+    details = ConnectionDetails(host, port, timeout=timeout)
+    if mode == "v1":
+        return StreamsManager(JobResultServiceApi(details, job_id),
+                              ServerCapabilities({QopCaps.job_streaming_state}), None)
+    if mode not in REFERENCE_MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {REFERENCE_MODES}")
+    caps = {QopCaps.job_streaming_state}
+    if mode != "v2-legacy":
+        caps.add(QopCaps.chunk_streaming)
+    if mode == "v2-multi":
+        caps.add(QopCaps.multiple_streams_fetching)
+    return StreamsManager(JobResultApi(details, job_id, mode != "v2-legacy"), ServerCapabilities(caps), None)
