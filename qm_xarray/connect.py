@@ -13,7 +13,6 @@ from .client import (
     JobSummary,
     QopCaps,
     ServerCapabilities,
-    close_channels,
 )
 from .client.connection import DEFAULT_TIMEOUT
 from .errors import QMConnectionError
@@ -65,8 +64,8 @@ class Connection:
         return JobsClient(self.details).list_jobs()
 
     def close(self) -> None:
-        """Close this process's channel; later calls open a new one."""
-        close_channels(self.details)
+        """Close the connection: later calls through it raise `QMConnectionError`."""
+        self.details.close()
 
     def __enter__(self) -> Connection:
         return self

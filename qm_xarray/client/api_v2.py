@@ -81,8 +81,9 @@ class JobResultApi(ServiceBase):
         """Headers of several streams in one RPC: {name: Header} for (name, flat) pairs."""
         request = pb.GetJobNamedResultsHeadersRequest(job_id=self.job_id, outputs=[
             {"output_name": n, "flat_format": f} for n, f in outputs])
+        what = f"headers of stream(s) {[n for n, _ in outputs]}"
         s = self._call("GetJobNamedResultsHeaders", request, pb.GetJobNamedResultsHeadersResponse,
-                       "GetJobNamedResultsHeaders", timeout)
+                       what, timeout)
         headers = {h.output_name: Header(h.output_name, h.count_so_far, h.simple_dtype,
                                          tuple(h.shape) or (1,), h.has_data_loss)
                    for h in s.headers}  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from ..errors import QmValueError
+from ..errors import QMConnectionError, QmValueError
 
 __all__ = ["ConnectionDetails", "close_channels", "DEFAULT_TIMEOUT", "parse_address"]
 
@@ -50,6 +50,7 @@ class ConnectionDetails:
     headers: tuple[tuple[str, str], ...] = ()
     timeout: float = DEFAULT_TIMEOUT
     max_message_size: int = MAX_MESSAGE_BYTES
+    _closed: list[bool] = field(default_factory=lambda: [False], compare=False, repr=False)
 
     @classmethod
     def from_address(cls, address: str, **options: Any) -> ConnectionDetails:
@@ -71,7 +72,18 @@ class ConnectionDetails:
 
     def channel(self) -> grpc.Channel:
         """This process's channel for these details (created on first use)."""
+        if self._closed[0]:
+            raise QMConnectionError(f"the connection to {self.target} was closed")
         return _POOL.get(self)
+
+    def close(self) -> None:
+        """Close the channel; calls through these details raise `QMConnectionError` afterwards."""
+        self._closed[0] = True
+        _POOL.close(self)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed[0]
 
     def _open(self) -> grpc.Channel:
         size = self.max_message_size

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from types import TracebackType
 
 import grpc
@@ -47,13 +48,15 @@ class ResultsServer:
     """
 
     def __init__(self, store: ResultStore | None = None, host: str = "127.0.0.1", port: int = 0,
-                 *, chunk_streaming: bool = True, max_workers: int = 64):
+                 *, chunk_streaming: bool = True, max_workers: int = 64,
+                 interceptors: Sequence[grpc.ServerInterceptor] = ()):
         self.store = store if store is not None else ResultStore()
         self.host = host
         self.capabilities = tuple(c for c in DEFAULT_CAPABILITIES
                                   if chunk_streaming or c != CHUNK_STREAMING)
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="qm-xarray-rpc"),
+            interceptors=list(interceptors),
             options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                      ("grpc.max_send_message_length", MAX_SEND_BYTES),
                      ("grpc.so_reuseport", 0)])

@@ -4,6 +4,7 @@
 - `embedded_server`: a ResultStore served on 127.0.0.1, port 0, as a context manager;
 - `reference_streams_manager`: the reference qm-qua client pointed at any server (needs qm-qua);
 - `our_streams_manager`: ours, built the same way, for conformance tests;
+- `RecordingInterceptor`: records every RPC a server receives, with its request;
 - `strategies`: hypothesis strategies for stream layouts and items (needs hypothesis).
 """
 
@@ -14,9 +15,10 @@ from contextlib import contextmanager
 
 from ..server import ResultsServer, ResultStore, serve
 from .jobs import STREAM_KINDS, StreamKind, make_items, make_job
+from .recording import RecordingInterceptor
 from .reference import REFERENCE_MODES, our_streams_manager, reference_streams_manager
 
-__all__ = ["REFERENCE_MODES", "STREAM_KINDS", "StreamKind", "embedded_server", "make_items",
+__all__ = ["REFERENCE_MODES", "RecordingInterceptor", "STREAM_KINDS", "StreamKind", "embedded_server", "make_items",
            "make_job", "our_streams_manager", "reference_streams_manager"]
 
 
