@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import grpc
-import pytest
+import grpc  # noqa: E402
+import os
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+import pytest  # noqa: E402
 
 import qm_xarray as qx
 from qm_xarray.testing import embedded_server
