@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before grpc starts: no INFO lines from its core
+
 import grpc  # noqa: E402
-import os
-
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-
 import pytest  # noqa: E402
 
-import qm_xarray as qx
-from qm_xarray.testing import embedded_server
+import qm_xarray as qx  # noqa: E402
+from qm_xarray.testing import embedded_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
