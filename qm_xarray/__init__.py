@@ -18,6 +18,7 @@ from .errors import (  # noqa: E402
 )
 from .client import ConnectionDetails, JobResultApi, JobResultServiceApi, QopCaps, ServerCapabilities  # noqa: E402
 from .connect import Connection, Job, connect  # noqa: E402
+from .lazy import JobSnapshot, open_dataset, refresh, snapshot, to_dask, watch  # noqa: E402
 from .producer import RemoteStore  # noqa: E402
 from .results import (  # noqa: E402
     BaseSingleStreamFetcher,
@@ -41,7 +42,13 @@ __all__ = [
     "SingleStreamMultipleResultFetcher",
     "SingleStreamSingleResultFetcher",
     "StreamsManager",
+    "JobSnapshot",
     "connect",
+    "open_dataset",
+    "refresh",
+    "snapshot",
+    "to_dask",
+    "watch",
     "EXPERIMENTS",
     "JobWriter",
     "QMConnectionError",

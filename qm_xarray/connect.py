@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from functools import cached_property
 from typing import Any
 
@@ -97,6 +98,13 @@ class Job:
     def result_handles(self) -> StreamsManager:
         """The job's StreamsManager (reads the schema once, on first access)."""
         return StreamsManager(self.connection.service(self.id), self.connection.capabilities, None)
+
+    def __dask_tokenize__(self) -> object:
+        """The identity of the last snapshot opened from this job (its counts; random while the
+        job runs), so that two opens of a growing job never share dask names."""
+        token = getattr(self, "_qm_snapshot_token", None)
+        return ("qm_xarray.Job", self.connection.details.target, self.id,
+                token if token is not None else uuid.uuid4().hex)
 
     def summary(self) -> JobSummary:
         """State, data loss, errors and per-stream counts (our JobsService)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Collection, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
@@ -93,6 +94,11 @@ class StreamsManager:
 
     def items(self) -> ItemsView[str, AnySingleStreamFetcher]:
         return self._fetchers.items()
+
+    def __dask_tokenize__(self) -> object:
+        token = self.__dict__.get("_qm_snapshot_token")
+        return ("qm_xarray.StreamsManager", self._service.connection_details.target, self.job_id,
+                token if token is not None else uuid.uuid4().hex)
 
     def __repr__(self) -> str:
         return f"<StreamsManager job {self.job_id!r}: {', '.join(self._fetchers)}>"

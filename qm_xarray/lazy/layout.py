@@ -1,0 +1,187 @@
+"""From a JobSnapshot to an xarray Dataset: names, dims, coords and attrs (documented in docs/lazy.md).
+
+- one variable per stream; `save_all` streams get their own item dimension `<stream>_item`, so
+  streams of different lengths never misalign; buffer axes are `<stream>_dim_<k>`;
+- `dims={"I": ("shot", "freq")}` renames a stream's axes; `coords=` attaches sweep values (checked
+  against the sizes; values for a growing item axis may be longer and are cut to the count);
+- `align=["I", "Q"]` (or True for all) puts chosen streams on one shared item dimension
+  (`item_dim`, default "item"), cut to their common length;
+- `with_timestamps` streams become the value variable plus a `<stream>_timestamp` coordinate
+  (`timestamps="variable"` makes it a variable, `"drop"` leaves it out);
+- `save` streams are 0-d or buffer-shaped variables holding the value read at snapshot time
+  (NaN, as float, when there is none yet).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from xarray.core import indexing
+
+from ..errors import QmKeyError, QmValueError, StreamProcessingDataLossError
+from .array import StreamArray
+from .graph import StreamSlicer, chunk_items
+from .snapshot import JobSnapshot, StreamSnapshot
+
+__all__ = ["LayoutOptions", "build_dataset", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayoutOptions:
+    dims: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    coords: Mapping[Hashable, Any] = field(default_factory=dict)
+    align: bool | Sequence[str] | None = None
+    item_dim: str = "item"
+    timestamps: str = "coord"
+    chunk_bytes: int | None = None
+    on_dataloss: str = "warn"
+    drop_variables: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if self.timestamps not in ("coord", "variable", "drop"):
+            raise QmValueError(f"timestamps must be 'coord', 'variable' or 'drop', got {self.timestamps!r}")
+        if self.on_dataloss not in ("warn", "raise", "ignore"):
+            raise QmValueError(f"on_dataloss must be 'warn', 'raise' or 'ignore', got {self.on_dataloss!r}")
+
+
+def _aligned(snap: JobSnapshot, opts: LayoutOptions) -> list[str]:
+    if not opts.align:
+        return []
+    multi = [n for n, s in snap.streams.items() if not s.single]
+    names = multi if opts.align is True else list(opts.align)
+    bad = [n for n in names if n not in snap.streams or snap.streams[n].single]
+    if bad:
+        raise QmValueError(f"align: {bad} are not save_all streams of the dataset; choose from {multi}")
+    return names
+
+
+def _dims(s: StreamSnapshot, ndim_inner: int, opts: LayoutOptions, aligned: bool) -> tuple[str, ...]:
+    default = tuple(f"{s.name}_dim_{k}" for k in range(ndim_inner))
+    if not s.single:
+        default = (opts.item_dim if aligned else f"{s.name}_item", *default)
+    given = opts.dims.get(s.name)
+    if given is None:
+        return default
+    given = (given,) if isinstance(given, str) else tuple(given)
+    if len(given) != len(default):
+        raise QmValueError(
+            f"dims for stream {s.name!r}: got {len(given)} names {given}, but the stream has "
+            f"{len(default)} axes {default} (item shape {tuple(s.header.shape)} on the server)")
+    return given
+
+
+def build_dataset(snap: JobSnapshot, opts: LayoutOptions) -> xr.Dataset:
+    """The Dataset of a snapshot: lazy StreamArrays for `save_all`, values for `save` streams."""
+    if snap.has_dataloss:
+        message = f"job {snap.job_id!r} reports data loss: some results are missing"
+        if opts.on_dataloss == "raise":
+            raise StreamProcessingDataLossError(message)
+        if opts.on_dataloss == "warn":
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+    aligned = _aligned(snap, opts)
+    common = min((snap.streams[n].count for n in aligned), default=0)
+    identity = snap.__dask_tokenize__()
+    data_vars: dict[str, xr.Variable] = {}
+    coords: dict[str, xr.Variable] = {}
+    growing: dict[str, int] = {}  # item dims and their sizes
+    for name, s in snap.streams.items():
+        if name in opts.drop_variables:
+            continue
+        source = snap.source(name)
+        timestamped = source.dtype.names is not None and "timestamp" in source.dtype.names
+        fields = ["value", "timestamp"] if timestamped else [None]
+        count = common if name in aligned else s.count
+        inner = len(source.item_shape) + (len(source.dtype["value"].shape) if timestamped else 0)
+        dims = _dims(s, inner, opts, name in aligned)
+        attrs = _stream_attrs(s)
+        for fld in fields:
+            if fld == "timestamp" and opts.timestamps == "drop":
+                continue
+            if s.single:
+                var = _single_variable(s, source, fld, dims[:0] if fld == "timestamp" else dims, attrs)
+            else:
+                slicer = StreamSlicer(source, count, fld)
+                var_dims = dims[:1] if fld == "timestamp" else dims
+                var = xr.Variable(var_dims, indexing.LazilyIndexedArray(StreamArray(slicer, identity)), attrs)
+                itemsize = slicer.dtype.itemsize * int(np.prod(slicer.shape[1:], dtype=np.int64))
+                var.encoding["preferred_chunks"] = {
+                    var_dims[0]: chunk_items(itemsize, count, opts.chunk_bytes)}
+                growing[var_dims[0]] = count
+            if fld == "timestamp":
+                var.attrs = {"long_name": f"{name} timestamp", "qm_stream": name}
+                target = coords if opts.timestamps == "coord" else data_vars
+                target[f"{name}_timestamp"] = var
+            else:
+                data_vars[name] = var
+    ds = xr.Dataset(data_vars, coords)
+    ds = _attach_coords(ds, opts.coords, growing)
+    ds.attrs.update(_dataset_attrs(snap))
+    ds.encoding["source"] = f"qm://{snap.target}/{snap.job_id}"
+    return ds
+
+
+def _single_variable(s: StreamSnapshot, source: Any, fld: str | None, dims: tuple[str, ...],
+                     attrs: dict[str, Any]) -> xr.Variable:
+    dtype = source.dtype if fld is None else source.dtype[fld]
+    shape = tuple(source.item_shape) + tuple(dtype.shape)
+    if s.value is None:
+        value = np.full(shape, np.nan)
+    else:
+        value = np.asarray(s.value)
+        value = value[fld] if fld is not None else value
+        value = np.asarray(value).reshape(shape)
+    return xr.Variable(dims, value, attrs)
+
+
+def _stream_attrs(s: StreamSnapshot) -> dict[str, Any]:
+    return {"qm_stream": s.name, "qm_save_mode": "save" if s.single else "save_all",
+            "qm_count": int(s.count), "qm_expected_count": int(s.schema.expected_count)}
+
+
+def _dataset_attrs(snap: JobSnapshot) -> dict[str, Any]:
+    return {
+        "qm_schema_version": SCHEMA_VERSION,
+        "qm_job_id": snap.job_id,
+        "qm_job_state": snap.state,
+        "qm_has_dataloss": int(snap.has_dataloss),
+        "qm_counts": json.dumps(snap.counts),
+        "qm_expected_counts": json.dumps({n: s.schema.expected_count for n, s in snap.streams.items()}),
+        "qm_execution_errors": json.dumps([{"code": c, "severity": sev, "message": m}
+                                           for c, sev, m in snap.errors]),
+        "qm_snapshot_time": snap.taken,
+        "qm_source": f"qm://{snap.target}/{snap.job_id}",
+    }
+
+
+def _attach_coords(ds: xr.Dataset, given: Mapping[Hashable, Any], growing: dict[str, int]) -> xr.Dataset:
+    if not given:
+        return ds
+    new = {}
+    for name, spec in given.items():
+        var = spec.variable if isinstance(spec, xr.DataArray) else xr.Variable(
+            *(spec if isinstance(spec, tuple) else (name, spec)))
+        if var.ndim != 1:
+            raise QmValueError(f"coordinate {name!r} must be 1-D, got dims {var.dims}")
+        dim = var.dims[0]
+        if dim not in ds.sizes:
+            raise QmKeyError(f"coordinate {name!r} is along {dim!r}, which no variable has; "
+                             f"dimensions are {sorted(map(str, ds.sizes))}")
+        size = ds.sizes[dim]
+        if var.size != size:
+            if dim in growing and var.size > size:
+                var = var[:size]  # sweep values for the whole run; the job has produced `size`
+            else:
+                users = [str(v) for v in ds.data_vars if dim in ds[v].dims]
+                raise QmValueError(
+                    f"coordinate {name!r} has {var.size} values, but dimension {dim!r} of "
+                    f"{users} has size {size} on the server")
+        new[name] = var
+    return ds.assign_coords(new)

@@ -1,0 +1,96 @@
+"""Growing jobs: `refresh(ds)` (the next snapshot, same options) and `watch(job)` (live snapshots
+that fetch only the new items)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..errors import QmValueError
+from .layout import LayoutOptions, build_dataset
+from .snapshot import JobSnapshot, resolve_job, snapshot
+
+__all__ = ["open_dataset", "refresh", "watch"]
+
+
+def open_dataset(job: Any, *, chunks: Any = None, **options: Any) -> xr.Dataset:
+    """Typed wrapper of `xr.open_dataset(job, engine="qm", chunks=chunks, **options)`."""
+    return xr.open_dataset(job, engine="qm", chunks=chunks, **options)
+
+
+def refresh(ds: xr.Dataset, *, wait: int | str | None = None, timeout: float | None = None,
+            chunks: Any = None) -> xr.Dataset:
+    """Reopen the job of `ds` with the same options: the next snapshot (old `ds` stays valid)."""
+    job = ds.encoding.get("qm_job")
+    kwargs = ds.encoding.get("qm_open_kwargs")
+    if job is None or kwargs is None:
+        raise QmValueError("this dataset has lost its qm open options (xr.merge and some operations "
+                           "drop encoding); reopen with xr.open_dataset(job, engine='qm', ...)")
+    if chunks is None and any(v.chunks for v in ds.variables.values()):
+        chunks = {}
+    return xr.open_dataset(job, engine="qm", chunks=chunks, wait=wait, timeout=timeout, **kwargs)
+
+
+def watch(job: Any, every: float = 1.0, *, timeout: float | None = None, **options: Any
+          ) -> Iterator[xr.Dataset]:
+    """Yield a Dataset per new snapshot until the job ends (the last one is final).
+
+    Each round fetches only the items that arrived since the previous one and keeps the rest in
+    memory, so traffic grows with the data, not with the number of rounds. Values are numpy.
+    """
+    job = resolve_job(job)
+    opts = LayoutOptions(**{k: v for k, v in options.items() if k != "streams"})
+    streams = options.get("streams")
+    cache: dict[str, np.ndarray] = {}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last_counts: dict[str, int] | None = None
+    while True:
+        snap = snapshot(job, streams=streams)
+        if snap.counts != last_counts or snap.final:
+            _extend(snap, cache)
+            yield _materialized(snap, opts, cache)
+            last_counts = snap.counts
+        if snap.final:
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        time.sleep(every)
+
+
+def _extend(snap: JobSnapshot, cache: dict[str, np.ndarray]) -> None:
+    for name, s in snap.streams.items():
+        if s.single:
+            continue
+        have = cache.get(name)
+        start = 0 if have is None else len(have)
+        if s.count > start:
+            new = snap.source(name).read(start, s.count)
+            cache[name] = new if have is None else np.concatenate([have, new])
+        elif have is None:
+            cache[name] = snap.source(name).read(0, 0)
+
+
+class _CachedSource:
+    """A source that serves items already fetched by `watch`."""
+
+    def __init__(self, source: Any, data: np.ndarray):
+        self.source, self.data = source, data
+        self.name, self.dtype, self.item_shape = source.name, source.dtype, source.item_shape
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.data[start:stop]
+
+    def token(self) -> tuple[Any, ...]:
+        return ("qm_xarray.watch", self.source.token(), len(self.data))
+
+
+def _materialized(snap: JobSnapshot, opts: LayoutOptions, cache: dict[str, np.ndarray]) -> xr.Dataset:
+    sources = {n: (_CachedSource(snap.source(n), cache[n]) if n in cache else snap.source(n))
+               for n in snap.streams}
+    view = JobSnapshot(snap.job_id, snap.target, snap.streams, snap.state, snap.has_dataloss,
+                       snap.errors, snap.taken, snap.snapshot_id, _sources=sources)
+    return build_dataset(view, opts).load()
