@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -15,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from . import __version__
@@ -187,7 +188,6 @@ class Demo:
     details: ConnectionDetails | None = None
     sim: Simulation | None = None
     job: JobSummary | None = None
-    notes: list[str] = field(default_factory=list)
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -271,7 +271,9 @@ def _job_flags(job: JobSummary) -> str:
 
 
 def _stream_counts(job: JobSummary) -> str:
-    return "  ".join(f"{s.name} {s.count}/{s.expected_count or '?'}" for s in job.streams)
+    """`name count/expected` per stream, `save_all` streams first (they are the ones growing)."""
+    streams = sorted(job.streams, key=lambda s: s.single)
+    return ", ".join(f"{s.name} {s.count}/{s.expected_count or '?'}" for s in streams)
 
 
 def format_table(job: JobSummary) -> str:
@@ -307,7 +309,12 @@ class _Progress:
         if self.tty:
             if self.bar is None:
                 from tqdm import tqdm
-                self.bar = tqdm(total=total, file=self.out, unit="item", desc=job.job_id, leave=True)
+                size = shutil.get_terminal_size()  # a fresh pseudo-terminal reports 0 x 0
+                self.bar = tqdm(total=total, file=self.out, unit="item", desc=job.job_id, leave=True,
+                                bar_format="{desc}: {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} "
+                                           "[{elapsed}{postfix}]",
+                                ncols=size.columns if size.columns > 20 else 100,
+                                nrows=size.lines if size.lines > 2 else 24)
             self.bar.n = done
             self.bar.set_postfix_str(_stream_counts(job), refresh=False)
             self.bar.refresh()
@@ -315,7 +322,7 @@ class _Progress:
         now = time.monotonic()
         if now - self.last_print >= PRINT_SECONDS or job.state != "running":
             self.last_print = now
-            print(f"    {now - self.start:5.1f}s {job.state:8s} {done}/{total}  {_stream_counts(job)}",
+            print(f"    {now - self.start:5.1f}s {job.state:8s} {done}/{total}: {_stream_counts(job)}",
                   file=self.out, flush=True)
 
     def close(self) -> None:
@@ -336,6 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"qm-xarray {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `qm-xarray demo | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (QmQuaException, OSError, ValueError, TypeError, RuntimeError) as exc:
         print(f"qm-xarray {args.command}: error: {exc}", file=sys.stderr)
         return 1

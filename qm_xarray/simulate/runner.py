@@ -89,6 +89,7 @@ class Simulation:
         self.exception: BaseException | None = None
         self._writers: dict[str, Any] = {}
         self._stop = threading.Event()
+        self._ended = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
@@ -120,6 +121,7 @@ class Simulation:
                 self._writers[decl.name] = decl.declare(self.job)
         except BaseException as exc:
             self.state, self.exception = "crashed", exc
+            self._ended.set()
             raise
 
     def run(self) -> str:
@@ -140,10 +142,11 @@ class Simulation:
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for a started run; True once it ended. Re-raises an error of the run."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                return False
+        if self.state == "pending":
+            return False
+        # an Event, not Thread.join: a Ctrl-C during Thread.join can leave the thread "alive"
+        if not self._ended.wait(timeout):
+            return False
         if self.exception is not None:
             raise self.exception
         return self.state not in ("pending", "running")
@@ -161,6 +164,8 @@ class Simulation:
                 self.job.cancel()  # best effort: a crashed producer leaves no job running
             except Exception:  # noqa: BLE001
                 pass
+        finally:
+            self._ended.set()
 
     def _loop(self) -> str:
         exp, job, n = self.experiment, self.job, self.experiment.n_steps
