@@ -6,7 +6,7 @@ the simulator, and (in later layers) the client, the results API and the lazy xa
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .errors import (  # noqa: E402
     DataFetchingError,

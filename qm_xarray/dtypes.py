@@ -109,23 +109,20 @@ class StreamLayout:
                 raise QmValueError(
                     f"stream {stream!r}: timestamped items must be a 1-D record array whose "
                     f"'value' field has item shape {self.shape}")
-            _check_cast(arr["value"].dtype, self.dtype, stream)
-            _check_cast(arr["timestamp"].dtype, TIMESTAMP_DTYPE, stream)
             out = np.empty(arr.shape, dtype=self.item_dtype)
-            out["value"] = arr["value"]
-            out["timestamp"] = arr["timestamp"]
+            out["value"] = _cast(np.asarray(arr["value"]), self.dtype, stream)
+            out["timestamp"] = _cast(np.asarray(arr["timestamp"]), TIMESTAMP_DTYPE, stream)
             return out
         arr = np.asarray(items)
         if arr.dtype.names is not None or arr.dtype.kind not in _ALLOWED_KINDS:
             raise QmTypeError(f"stream {stream!r} takes {self.dtype} items, got dtype {arr.dtype}")
-        _check_cast(arr.dtype, self.dtype, stream)
         if arr.shape == self.shape:
             arr = arr.reshape((1, *self.shape))
         elif arr.ndim == 0 or arr.shape[1:] != self.shape:
             raise QmValueError(
                 f"stream {stream!r}: items must be one item of shape {self.shape} or an array of "
                 f"shape (n, *{self.shape}), got shape {arr.shape}")
-        return np.ascontiguousarray(arr, dtype=self.dtype)
+        return np.ascontiguousarray(_cast(arr, self.dtype, stream))
 
     def _descr(self, flat: bool) -> Any:
         elem = self.dtype.str
@@ -157,6 +154,20 @@ def _check_cast(src: np.dtype, dst: np.dtype, stream: str) -> None:
         raise QmTypeError(
             f"stream {stream!r} holds {dst} items; {src} values cannot be stored without losing "
             f"information (e.g. floats or NaN in an integer stream)")
+
+
+def _cast(values: np.ndarray, dst: np.dtype, stream: str) -> np.ndarray:
+    """Cast checked per value: integers must fit, finite floats must stay finite."""
+    _check_cast(values.dtype, dst, stream)
+    if values.dtype == dst:
+        return values
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = values.astype(dst)
+    if dst.kind in "iu" and values.size and not np.array_equal(out, values):
+        raise QmValueError(f"stream {stream!r}: values out of the range of {dst}")
+    if dst.kind in "fc" and values.dtype.kind in "fc" and np.any(np.isinf(out) & ~np.isinf(values)):
+        raise QmValueError(f"stream {stream!r}: values too large for {dst}")
+    return out
 
 
 def _tuple_hook(obj: dict[str, Any]) -> Any:

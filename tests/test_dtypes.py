@@ -82,3 +82,10 @@ def test_pack_casts_only_without_loss():
         layout.pack(np.zeros((2, 3)))
     with pytest.raises(TypeError, match="record array"):
         StreamLayout.create("<f8", timestamps=True).pack([1.0])
+
+
+@pytest.mark.parametrize(("dtype", "values"), [("<i1", [300]), ("<u2", [-1]), ("<f4", [1e300])])
+def test_pack_refuses_values_that_do_not_fit(dtype, values):
+    with pytest.raises(ValueError, match="stream 's'"):
+        StreamLayout.create(dtype).pack(np.array(values), "s")
+    assert StreamLayout.create(dtype).pack(np.array([1])).tolist() == [1]

@@ -30,6 +30,9 @@ def _rewrite(text: str) -> str:
     text = re.sub(r"^import (qm|qm_xarray)((?:\.\w+)*)\.(\w+_pb2) as",
                   lambda m: f"import {PACKAGE}.{m.group(1)}{m.group(2)}.{m.group(3)} as",
                   text, flags=re.M)
+    # The classes say which module they live in (for pickling): ours, not QM's.
+    text = re.sub(r"BuildTopDescriptorsAndMessages\(DESCRIPTOR, '((?:qm|qm_xarray)\.[\w.]+)'",
+                  lambda m: f"BuildTopDescriptorsAndMessages(DESCRIPTOR, '{PACKAGE}.{m.group(1)}'", text)
     text = text.replace("_descriptor_pool.Default()", "_qx_pool.POOL")
     text = text.replace("from google.protobuf import descriptor_pool as _descriptor_pool\n",
                         f"from google.protobuf import descriptor_pool as _descriptor_pool\n"

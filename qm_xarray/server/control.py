@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 
 import grpc
 
-from .. import __version__
+from .._version import __version__
 from ..dtypes import StreamLayout
 from ..wire.pb.qm_xarray.v1 import control_pb2 as pb
 from ._rpc import InvalidRequest, client_stream, handlers, rpc, unary
@@ -75,10 +75,10 @@ class ProducerService:
 
     @rpc
     def CreateJob(self, request: pb.CreateJobRequest, context: grpc.ServicerContext) -> pb.JobInfo:
-        layouts = _layouts(request.streams)  # validate every spec before creating anything
-        writer = self.store.create_job(request.job_id or None)
-        for spec, layout in layouts:
-            writer.job._add_stream(spec.name, layout, spec.single, spec.expected_count)
+        writer = self.store.create_job(request.job_id or None, streams=[
+            {"name": s.name, "dtype": s.dtype, "shape": tuple(s.shape), "single": s.single,
+             "timestamps": s.timestamps, "expected_count": s.expected_count}
+            for s in request.streams])  # validated as a whole: a bad spec creates nothing
         return job_info(writer.job)
 
     @rpc

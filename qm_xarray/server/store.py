@@ -12,7 +12,7 @@ import itertools
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -41,6 +41,15 @@ class ExecutionError:
     message: str
     code: int = 0
     severity: str = "error"  # "error" or "warning"
+
+
+def check_stream_spec(name: Any, expected_count: Any) -> None:
+    """Validate a stream's name and expected count (raises `QmValueError`)."""
+    if not isinstance(name, str) or not STREAM_NAME_PATTERN.match(name):
+        raise QmValueError(f"invalid stream name {name!r}: use letters, digits and _ . : -")
+    if isinstance(expected_count, bool) or not isinstance(expected_count, (int, np.integer)) \
+            or not 0 <= int(expected_count) <= MAX_COUNT:
+        raise QmValueError(f"stream {name!r}: expected_count must be an int in [0, {MAX_COUNT}]")
 
 
 class Stream:
@@ -208,10 +217,7 @@ class Job:
             raise JobFinishedError(f"job {self.id!r} is {self._state.value}; it takes no more results")
 
     def _add_stream(self, name: str, layout: StreamLayout, single: bool, expected_count: int) -> Stream:
-        if not isinstance(name, str) or not STREAM_NAME_PATTERN.match(name):
-            raise QmValueError(f"invalid stream name {name!r}: use letters, digits and _ . : -")
-        if not 0 <= int(expected_count) <= MAX_COUNT:
-            raise QmValueError(f"stream {name!r}: expected_count must be in [0, {MAX_COUNT}]")
+        check_stream_spec(name, expected_count)
         with self._lock:
             self._check_open()
             if name in self._streams:
@@ -311,8 +317,26 @@ class ResultStore:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
-    def create_job(self, job_id: str | None = None) -> JobWriter:
-        """Create a running job; `job_id` picks its id (else `job-N`)."""
+    def create_job(self, job_id: str | None = None, streams: Iterable[dict[str, Any]] = ()) -> JobWriter:
+        """Create a running job; `job_id` picks its id (else `job-N`).
+
+        `streams` declares streams at once (each a dict of `JobWriter.add_stream` arguments); all
+        are validated before anything is created, so a bad one leaves no job behind.
+        """
+        specs = []
+        for spec in streams:
+            spec = dict(spec)
+            name = spec.pop("name", None)
+            layout = StreamLayout.create(spec.pop("dtype", "<f8"), spec.pop("shape", ()),
+                                         spec.pop("timestamps", False))
+            single, expected = bool(spec.pop("single", False)), spec.pop("expected_count", 0)
+            if spec:
+                raise QmValueError(f"stream {name!r}: unknown options {sorted(spec)}")
+            check_stream_spec(name, expected)
+            specs.append((name, layout, single, int(expected)))
+        names = [s[0] for s in specs]
+        if len(set(names)) != len(names):
+            raise QmValueError(f"stream names must be unique, got {names}")
         with self._lock:
             if job_id is None:
                 job_id = next(f"job-{n}" for n in self._ids if f"job-{n}" not in self._jobs)
@@ -323,6 +347,8 @@ class ResultStore:
             elif job_id in self._jobs:
                 raise QmValueError(f"a job with id {job_id!r} already exists")
             job = Job(self, job_id)
+            for spec in specs:
+                job._add_stream(*spec)
             self._jobs[job_id] = job
         return JobWriter(job)
 

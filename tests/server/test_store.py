@@ -119,3 +119,15 @@ def test_wait_for_change_wakes_on_append():
 def test_stream_kinds_cover_the_protocol_table():
     assert {k.single for k in STREAM_KINDS.values()} == {True, False}
     assert any(k.timestamps and k.single for k in STREAM_KINDS.values())
+
+
+def test_create_job_with_streams_is_all_or_nothing():
+    store = qx.ResultStore()
+    job = store.create_job("ok", streams=[{"name": "I"}, {"name": "c", "dtype": "<i8", "shape": (3,)}])
+    assert list(job.job.streams) == ["I", "c"]
+    for bad in ([{"name": "I"}, {"name": "bad name"}], [{"name": "I"}, {"name": "I"}],
+                [{"name": "I", "expected_count": -1}], [{"name": "I", "dtype": "O"}],
+                [{"name": "I", "colour": "red"}]):
+        with pytest.raises(ValueError):
+            store.create_job("bad", streams=bad)
+        assert "bad" not in [j.id for j in store.jobs()]

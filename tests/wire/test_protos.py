@@ -108,3 +108,11 @@ def test_generated_code_is_current(tmp_path):
     for rel in generated:
         assert (tmp_path / rel).read_text() == (committed_root / rel).read_text(), (
             f"{rel} is stale; run: python tools/gen_protos.py")
+
+
+def test_generated_messages_pickle_under_our_module_names():
+    import pickle
+
+    msg = v1.GetJobStateResponse(done=True)
+    assert type(msg).__module__ == "qm_xarray.wire.pb.qm.pb.job_results_pb2"
+    assert pickle.loads(pickle.dumps(msg)) == msg

@@ -31,7 +31,7 @@ DESCRIPTOR = _qx_pool.POOL.AddSerializedFile(b'\n\x17qm/pb/job_results.proto\x12
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qm.pb.job_results_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qm_xarray.wire.pb.qm.pb.job_results_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETJOBNAMEDRESULTHEADERRESPONSE'].fields_by_name['done']._loaded_options = None

@@ -30,7 +30,7 @@ DESCRIPTOR = _qx_pool.POOL.AddSerializedFile(b'\n\x1aqm_xarray/v1/control.proto\
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qm_xarray.v1.control_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qm_xarray.wire.pb.qm_xarray.v1.control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOBSTATE']._serialized_start=1318

@@ -31,7 +31,7 @@ DESCRIPTOR = _qx_pool.POOL.AddSerializedFile(b'\n\x1dqm/grpc/v2/common_types.pro
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qm.grpc.v2.common_types_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qm_xarray.wire.pb.qm.grpc.v2.common_types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOBEXECUTIONSTATUS']._serialized_start=197

@@ -32,7 +32,7 @@ DESCRIPTOR = _qx_pool.POOL.AddSerializedFile(b'\n\x18qm/grpc/v2/job_api.proto\x1
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qm.grpc.v2.job_api_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qm_xarray.wire.pb.qm.grpc.v2.job_api_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETNAMEDRESULTRESPONSE_GETNAMEDRESULTRESPONSESUCCESS'].fields_by_name['count_of_items']._loaded_options = None
