@@ -150,7 +150,8 @@ def _check_cast(src: np.dtype, dst: np.dtype, stream: str) -> None:
         return
     if dst.kind == "b" and src.kind != "b":
         raise QmTypeError(f"stream {stream!r} holds bool items, got {src}")
-    if not np.can_cast(src, dst, casting="same_kind"):
+    integers = src.kind in "iu" and dst.kind in "iu"  # signedness: checked per value in _cast
+    if not integers and not np.can_cast(src, dst, casting="same_kind"):
         raise QmTypeError(
             f"stream {stream!r} holds {dst} items; {src} values cannot be stored without losing "
             f"information (e.g. floats or NaN in an integer stream)")
