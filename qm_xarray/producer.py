@@ -10,7 +10,7 @@ as whole items in messages of about 1 MiB through the client-streaming `AppendIt
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -74,15 +74,18 @@ class RemoteStore:
             raise map_rpc_error(exc, f"GetJob of job {job_id!r} on {self.address}") from None
 
     def create_job(self, job_id: str | None = None,
-                   streams: Mapping[str, Mapping[str, Any]] | None = None) -> RemoteJobWriter:
+                   streams: Iterable[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]] = (),
+                   ) -> RemoteJobWriter:
         """Create a running job on the server; `job_id` picks its id (else the server's `job-N`).
 
-        `streams` optionally declares streams with the job, atomically: name -> keyword arguments
-        of `add_stream` (e.g. `{"I": {"dtype": "<f8", "expected_count": 100}}`).
+        `streams` declares streams with the job, atomically, as `ResultStore.create_job` takes
+        them: dicts of `add_stream` arguments with a `"name"` (or a mapping name -> arguments).
         """
         if job_id is not None and not isinstance(job_id, str):
             raise QmTypeError(f"job_id must be a string, got {type(job_id).__name__}")
-        specs = [_spec(name, **options) for name, options in (streams or {}).items()]
+        if isinstance(streams, Mapping):
+            streams = [{"name": name, **options} for name, options in streams.items()]
+        specs = [_spec_of(options) for options in streams]
         what = f"CreateJob {job_id!r} on {self.address}" if job_id else f"CreateJob on {self.address}"
         info = self._unary("CreateJob", pb.CreateJobRequest(job_id=job_id or "", streams=specs), what)
         return RemoteJobWriter(self, info)
@@ -93,6 +96,15 @@ class RemoteStore:
 
     def __repr__(self) -> str:
         return f"<RemoteStore {self.address}>"
+
+
+def _spec_of(options: Mapping[str, Any]) -> pb.StreamSpec:
+    options = dict(options)
+    name = options.pop("name", None)
+    unknown = set(options) - {"dtype", "shape", "single", "timestamps", "expected_count"}
+    if unknown:
+        raise QmValueError(f"stream {name!r}: unknown options {sorted(unknown)}")
+    return _spec(name, **options)  # type: ignore[arg-type]
 
 
 def _spec(name: str, dtype: Any = "<f8", shape: Any = (), single: bool = False,

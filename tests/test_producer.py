@@ -87,8 +87,8 @@ def test_remote_writes_equal_local_writes(kind: str, local: qx.ResultStore, remo
 
 
 def test_create_job_with_streams_and_attach(local: qx.ResultStore, remote: RemoteStore) -> None:
-    job = remote.create_job("prod-attach", streams={"I": {"expected_count": 3},
-                                                    "c": {"dtype": "<i8", "shape": (2,)}})
+    job = remote.create_job("prod-attach", streams=[{"name": "I", "expected_count": 3},
+                                                    {"name": "c", "dtype": "<i8", "shape": (2,)}])
     assert job.id == "prod-attach"
     assert job.stream("I").append([1.0, 2.0]) == 2
     other = remote.writer("prod-attach")  # e.g. another process ending a job whose producer died
@@ -100,6 +100,21 @@ def test_create_job_with_streams_and_attach(local: qx.ResultStore, remote: Remot
     other.cancel()
     assert local.job("prod-attach").state is JobState.CLOSED
     np.testing.assert_array_equal(local.job("prod-attach").stream("I").read_array(), [1.0, 2.0])
+
+
+def test_create_job_streams_are_atomic(local: qx.ResultStore, remote: RemoteStore) -> None:
+    job = remote.create_job(streams={"a": {"shape": (3,)}, "b": {"dtype": "|b1", "single": True}})
+    assert [(s.name, s.layout.shape, s.single) for s in job.streams.values()] == [
+        ("a", (3,), False), ("b", (), True)]
+    before = len(local.jobs())
+    with pytest.raises(ValueError, match="unknown options"):
+        remote.create_job(streams=[{"name": "x", "colour": "red"}])
+    with pytest.raises(ValueError):
+        remote.create_job("prod-atomic", streams=[{"name": "ok"}, {"name": "bad name"}])
+    with pytest.raises(ValueError):
+        remote.create_job("prod-atomic", streams=[{"name": "ok"}, {"name": "ok"}])
+    assert len(local.jobs()) == before  # a bad spec creates nothing
+    assert remote.create_job("prod-atomic").id == "prod-atomic"
 
 
 def test_large_append_spans_several_messages(local: qx.ResultStore, remote: RemoteStore,
