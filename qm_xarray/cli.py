@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -142,10 +143,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        server = ResultsServer(ResultStore(), args.host, args.port,
-                               chunk_streaming=not args.no_chunk_streaming)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            server = ResultsServer(ResultStore(), args.host, args.port,
+                                   chunk_streaming=not args.no_chunk_streaming)
     except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
         raise OSError(f"could not listen on {args.host}:{args.port}: {exc}") from None
+    for warning in caught:  # e.g. listening beyond loopback without TLS: one plain line
+        print(f"qm-xarray serve: warning: {warning.message}", file=sys.stderr, flush=True)
     server.start()
     print(f"listening on {server.address}", flush=True)
     try:
