@@ -30,7 +30,7 @@ _T = TypeVar("_T")
 MAX_PARALLEL_FETCHES = 8
 
 
-class StreamsManager:
+class StreamsManager(Mapping[str, AnySingleStreamFetcher]):
     """Access to the results of a job: a read-only mapping of stream name -> handle.
 
     Construction reads the job's result schema (one RPC). Iterating yields `(name, handle)`
@@ -80,8 +80,12 @@ class StreamsManager:
     def __len__(self) -> int:
         return len(self._fetchers)
 
-    def __iter__(self) -> Iterator[tuple[str, AnySingleStreamFetcher]]:
+    def __iter__(self) -> Iterator[tuple[str, AnySingleStreamFetcher]]:  # type: ignore[override]
+        # As documented (and as the reference does): pairs, not keys. keys()/items() are views.
         return iter(self._fetchers.items())
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
     def iterate_results(self) -> Iterator[tuple[str, AnySingleStreamFetcher]]:
         return iter(self._fetchers.items())
