@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import QmIndexError, QmTypeError
+from ..errors import QmIndexError, QmTypeError, QmValueError
 
 __all__ = ["Selection", "select"]
 
@@ -36,8 +36,10 @@ def select(item: object, count: int, what: str) -> Selection:
     if isinstance(item, slice):
         try:
             start, stop, step = item.indices(count)
-        except (TypeError, ValueError) as exc:
+        except TypeError as exc:
             raise QmTypeError(f"{what}: invalid slice {item!r}: {exc}") from None
+        except ValueError as exc:  # a zero step, as numpy
+            raise QmValueError(f"{what}: invalid slice {item!r}: {exc}") from None
         positions = range(start, stop, step)
         if not positions:
             return Selection(0, 0)

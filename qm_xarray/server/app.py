@@ -70,7 +70,10 @@ class ResultsServer:
             warnings.warn(f"the results server listens on {host}, beyond loopback, without TLS",
                           stacklevel=2)
         bind = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-        self.port = self._server.add_insecure_port(bind)
+        try:
+            self.port = self._server.add_insecure_port(bind)
+        except RuntimeError as exc:  # grpcio raises RuntimeError when it cannot bind
+            raise OSError(f"could not listen on {bind}: {exc}") from None
         if self.port == 0:
             raise OSError(f"could not listen on {bind}")
         self._started = False

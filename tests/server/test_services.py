@@ -261,3 +261,8 @@ def test_serve_warns_beyond_loopback():
     with qx.serve(qx.ResultStore()) as srv:
         assert srv.address.startswith("127.0.0.1:")
     assert time.monotonic() - start < 5
+
+
+def test_a_port_in_use_is_an_os_error(server):
+    with pytest.raises(OSError, match="could not listen"):
+        qx.ResultsServer(qx.ResultStore(), port=server.port)
