@@ -19,6 +19,7 @@ from .errors import (  # noqa: E402
 from .client import ConnectionDetails, JobResultApi, JobResultServiceApi, QopCaps, ServerCapabilities  # noqa: E402
 from .connect import Connection, Job, connect  # noqa: E402
 from .lazy import JobSnapshot, open_dataset, refresh, snapshot, to_dask, watch  # noqa: E402
+from .persist import export_zarr  # noqa: E402
 from .producer import RemoteStore  # noqa: E402
 from .results import (  # noqa: E402
     BaseSingleStreamFetcher,
@@ -44,6 +45,7 @@ __all__ = [
     "StreamsManager",
     "JobSnapshot",
     "connect",
+    "export_zarr",
     "open_dataset",
     "refresh",
     "snapshot",

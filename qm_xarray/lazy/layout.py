@@ -125,6 +125,7 @@ def build_dataset(snap: JobSnapshot, opts: LayoutOptions) -> xr.Dataset:
     ds = _attach_coords(ds, opts.coords, growing)
     ds.attrs.update(_dataset_attrs(snap))
     ds.encoding["source"] = f"qm://{snap.target}/{snap.job_id}"
+    ds.encoding["qm_item_dims"] = dict(growing)  # the dimensions that grow with the job
     return ds
 
 

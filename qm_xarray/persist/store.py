@@ -1,0 +1,139 @@
+"""The zarr side of an export: template, appends along item dimensions, commit marker, repair.
+
+Layout: the same variables, dims, coords and attrs as `xr.open_dataset(job, engine="qm")`, written
+by xarray once (the template, zero items), then grown with zarr directly. The root attribute
+`qm_committed` ({item dim: count}) is written only after the data it covers, so an interrupted
+export is repaired on resume by cutting every array back to its committed count.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from ..errors import QmValueError
+
+__all__ = ["ExportStore", "default_compressors", "NotOurStoreError"]
+
+COMMITTED = "qm_committed"
+COMPLETE = "qm_export_complete"
+
+
+class NotOurStoreError(QmValueError):
+    """The path holds something that is not a qm-xarray export (or an export of another job)."""
+
+
+def default_compressors(compression: str | None) -> Any:
+    """"default": Blosc zstd level 3 with byte shuffle; None or "none": no compression."""
+    if compression in (None, "none"):
+        return None
+    if compression == "default":
+        return [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")]
+    raise QmValueError(f"compression must be 'default' or None, got {compression!r}")
+
+
+class ExportStore:
+    """A zarr v3 group on disk that holds one job's export."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # -- reading state -----------------------------------------------------------------------
+    def exists(self) -> bool:
+        return (self.path / "zarr.json").exists()
+
+    def group(self, mode: str = "r+") -> zarr.Group:
+        return zarr.open_group(str(self.path), mode=mode, zarr_format=3)  # type: ignore[arg-type]
+
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.group("r").attrs)
+
+    def committed(self) -> dict[str, int] | None:
+        """Committed item counts per item dimension; None if the template was never finished."""
+        value = self.attrs().get(COMMITTED)
+        return None if value is None else {k: int(v) for k, v in value.items()}
+
+    def check_job(self, job_id: str) -> None:
+        attrs = self.attrs()
+        if attrs.get("qm_job_id") != job_id:
+            raise NotOurStoreError(
+                f"{self.path} holds {'job ' + repr(attrs['qm_job_id']) if 'qm_job_id' in attrs else 'no qm-xarray export'}"
+                f", not job {job_id!r}; choose another path")
+
+    # -- writing -------------------------------------------------------------------------------
+    def write_template(self, ds: xr.Dataset, item_dims: dict[str, int], compressors: Any) -> None:
+        """Write every variable with zero items (metadata, coords, `save` values); then mark it."""
+        empty = ds.isel({dim: slice(0, 0) for dim in item_dims}).load()
+        encoding = {}
+        for name, var in empty.variables.items():
+            if var.ndim == 0 and name not in empty.data_vars and name not in empty.coords:
+                continue
+            enc: dict[str, Any] = {"compressors": compressors}
+            if var.ndim:
+                chunks = [item_dims.get(d, ds.sizes[d]) if d in item_dims else max(ds.sizes[d], 1)
+                          for d in var.dims]
+                enc["chunks"] = tuple(max(int(c), 1) for c in chunks)
+            encoding[name] = enc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            empty.to_zarr(str(self.path), mode="w-", consolidated=False, zarr_format=3,
+                          encoding=encoding)
+        self.set_attrs({COMMITTED: dict.fromkeys(item_dims, 0)})
+
+    def set_attrs(self, attrs: dict[str, Any]) -> None:
+        self.group().attrs.update(attrs)
+
+    def repair(self, committed: dict[str, int]) -> list[str]:
+        """Cut arrays along item dims back to the committed counts; returns what was repaired."""
+        repaired = []
+        for name, array in self.group().arrays():
+            dims = array.metadata.dimension_names or ()
+            if dims and dims[0] in committed and array.shape[0] != committed[dims[0]]:
+                array.resize((committed[dims[0]], *array.shape[1:]))
+                repaired.append(name)
+        return repaired
+
+    def append(self, dim: str, start: int, data: dict[str, np.ndarray]) -> None:
+        """Write items `[start, start + n)` of every variable along item dimension `dim`."""
+        group = self.group()
+        for name, values in data.items():
+            array = group[name]
+            stop = start + len(values)
+            if array.shape[0] != stop:
+                array.resize((stop, *array.shape[1:]))
+            if len(values):
+                array[start:stop] = values
+
+    def overwrite(self, data: dict[str, np.ndarray]) -> None:
+        """Replace whole (non-growing) variables, e.g. the current value of `save` streams."""
+        group = self.group()
+        for name, values in data.items():
+            array = group[name]
+            values = np.asarray(values)
+            if array.shape != values.shape:
+                array.resize(values.shape)
+            array[...] = values
+
+    def finalize(self, attrs: dict[str, Any]) -> None:
+        """Final attrs, then consolidated metadata so `xr.open_zarr` needs no listing."""
+        self.set_attrs({**attrs, COMPLETE: True})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(str(self.path))
+
+    def unfinalize(self) -> None:
+        """Before changing a finalized store: drop the consolidated metadata it would contradict."""
+        meta_path = self.path / "zarr.json"
+        meta = json.loads(meta_path.read_text())
+        if "consolidated_metadata" in meta:
+            meta.pop("consolidated_metadata")
+            tmp = meta_path.with_suffix(".json.partial")
+            tmp.write_text(json.dumps(meta))
+            tmp.replace(meta_path)
