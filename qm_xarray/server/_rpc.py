@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from ..errors import (
     JobFinishedError,
@@ -41,6 +42,8 @@ def status_of(exc: BaseException) -> grpc.StatusCode:
 
 
 def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
+    if context.code() is not None:  # already aborted with its own status (e.g. a bad request)
+        raise exc
     code = status_of(exc)
     if code is grpc.StatusCode.INTERNAL:
         log.exception("internal error while serving a request")
@@ -100,21 +103,68 @@ def handlers(service: str, methods: dict[str, grpc.RpcMethodHandler]) -> grpc.Ge
     return grpc.method_handlers_generic_handler(service, methods)
 
 
+MAX_REQUEST_BYTES = 1024 * 1024  # unary and data requests: a few fields and names
+MAX_APPEND_BYTES = 72 * 1024 * 1024  # one append message: whole items of at most 64 MiB
+
+
+class _Invalid:
+    """What a request that failed to parse becomes; its handler answers INVALID_ARGUMENT."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def _parser(request_cls: Any, limit: int) -> Callable[[bytes], Any]:
+    name = request_cls.DESCRIPTOR.name
+
+    def parse(raw: bytes) -> Any:
+        if len(raw) > limit:
+            return _Invalid(f"{name} of {len(raw)} bytes is larger than the limit of {limit} bytes")
+        try:
+            return request_cls.FromString(raw)
+        except DecodeError as exc:
+            return _Invalid(f"malformed {name}: {exc}")
+
+    return parse
+
+
+def _reject(request: Any, context: grpc.ServicerContext) -> None:
+    if isinstance(request, _Invalid):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+
+
 def unary(fn: Callable[..., Any], request_cls: Any, raw: bool = False) -> grpc.RpcMethodHandler:
+    def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+        _reject(request, context)
+        return fn(request, context)
+
     return grpc.unary_unary_rpc_method_handler(
-        fn, request_deserializer=request_cls.FromString,
+        behaviour, request_deserializer=_parser(request_cls, MAX_REQUEST_BYTES),
         response_serializer=None if raw else _serialize)
 
 
 def server_stream(fn: Callable[..., Any], request_cls: Any, raw: bool = False) -> grpc.RpcMethodHandler:
+    def behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        _reject(request, context)
+        yield from fn(request, context)
+
     return grpc.unary_stream_rpc_method_handler(
-        fn, request_deserializer=request_cls.FromString,
+        behaviour, request_deserializer=_parser(request_cls, MAX_REQUEST_BYTES),
         response_serializer=None if raw else _serialize)
 
 
 def client_stream(fn: Callable[..., Any], request_cls: Any) -> grpc.RpcMethodHandler:
+    def behaviour(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        def checked() -> Iterator[Any]:
+            for request in requests:
+                _reject(request, context)
+                yield request
+
+        return fn(checked(), context)
+
     return grpc.stream_unary_rpc_method_handler(
-        fn, request_deserializer=request_cls.FromString, response_serializer=_serialize)
+        behaviour, request_deserializer=_parser(request_cls, MAX_APPEND_BYTES),
+        response_serializer=_serialize)
 
 
 def _serialize(message: Any) -> bytes:

@@ -7,10 +7,12 @@ import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 
 import grpc
 
+from .auth import TokenInterceptor
 from .control import JobsService, ProducerService
 from .service_v1 import JobResultsServiceV1
 from .service_v2 import JobServiceV2
@@ -31,6 +33,10 @@ MAX_RECEIVE_BYTES = 80 * 1024 * 1024  # one append message holds whole items (<=
 MAX_SEND_BYTES = 4 * 1024 * 1024
 
 
+def _pem(value: str | bytes | Path) -> bytes:
+    return value if isinstance(value, bytes) else Path(value).read_bytes()
+
+
 def is_loopback(host: str) -> bool:
     if host in ("localhost", ""):
         return host == "localhost"
@@ -45,18 +51,27 @@ class ResultsServer:
 
     `chunk_streaming=False` makes v2 `GetNamedResult` use the legacy data format, for clients
     that do not have the `qm.chunk_streaming` capability; it is then not advertised.
+    `token` requires `authorization: Bearer <token>` on every RPC (`producer_token`, if given,
+    on the producer service instead); `tls=(certificate chain, private key)` (PEM bytes or
+    paths) serves TLS. Listening beyond loopback without TLS warns.
     """
 
     def __init__(self, store: ResultStore | None = None, host: str = "127.0.0.1", port: int = 0,
                  *, chunk_streaming: bool = True, max_workers: int = 64,
-                 interceptors: Sequence[grpc.ServerInterceptor] = ()):
+                 interceptors: Sequence[grpc.ServerInterceptor] = (), token: str | None = None,
+                 producer_token: str | None = None,
+                 tls: tuple[str | bytes | Path, str | bytes | Path] | None = None,
+                 max_concurrent_rpcs: int | None = None):
         self.store = store if store is not None else ResultStore()
         self.host = host
         self.capabilities = tuple(c for c in DEFAULT_CAPABILITIES
                                   if chunk_streaming or c != CHUNK_STREAMING)
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="qm-xarray-rpc"),
-            interceptors=list(interceptors),
+            interceptors=[*( [TokenInterceptor(token, producer_token)]
+                              if token is not None or producer_token is not None else []),
+                          *interceptors],
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
             options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                      ("grpc.max_send_message_length", MAX_SEND_BYTES),
                      ("grpc.so_reuseport", 0)])
@@ -66,12 +81,18 @@ class ResultsServer:
             JobsService(self.store, self.capabilities).handler(),
             ProducerService(self.store).handler(),
         ])
-        if not is_loopback(host):
+        if not is_loopback(host) and tls is None:
             warnings.warn(f"the results server listens on {host}, beyond loopback, without TLS",
                           stacklevel=2)
+        self.tls = tls is not None
         bind = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
         try:
-            self.port = self._server.add_insecure_port(bind)
+            if tls is None:
+                self.port = self._server.add_insecure_port(bind)
+            else:
+                chain, key = (_pem(x) for x in tls)
+                self.port = self._server.add_secure_port(
+                    bind, grpc.ssl_server_credentials([(key, chain)]))
         except RuntimeError as exc:  # grpcio raises RuntimeError when it cannot bind
             raise OSError(f"could not listen on {bind}: {exc}") from None
         if self.port == 0:

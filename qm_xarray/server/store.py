@@ -1,30 +1,36 @@
-"""ResultStore: jobs and their result streams, held in memory, safe for concurrent use.
+"""ResultStore: jobs and their result streams, safe for concurrent use; in memory or on disk.
 
-Producers append whole items; readers only ever see whole, published items. An append copies the
-items into fixed-size segments past the published end and then publishes the new count, so readers
-never wait on a writer and bytes once published never change (`save_all` streams). A `save`
-(single) stream holds one running value that an append replaces atomically.
+Producers append whole items; readers only ever see whole, published items. An append stores the
+items past the published end (storage.py) and then publishes the new count, so readers never wait
+on a writer and bytes once published never change (`save_all` streams). A `save` (single) stream
+holds one running value that an append replaces atomically.
+
+With `ResultStore(path=DIR)` every job lives on disk (durable.py): an acknowledged append survives
+a crash of the server process (SIGKILL), and reopening the directory serves the old jobs.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import threading
 import time
+from pathlib import Path
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import numpy as np
 
 from ..dtypes import StreamLayout
+from . import durable
+from .storage import MemoryItems, MemoryValue
 from ..errors import JobFinishedError, JobNotFoundError, QmValueError, StreamNotFoundError
 
 __all__ = ["ResultStore", "Job", "JobWriter", "Stream", "StreamWriter", "JobState", "ExecutionError"]
 
-SEGMENT_BYTES = 4 * 1024 * 1024
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 STREAM_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
 MAX_COUNT = 2**31 - 1  # counts are int32 on the wire
@@ -62,10 +68,8 @@ class Stream:
         self.single = single
         self.expected_count = expected_count
         self._itemsize = layout.itemsize
-        self._seg_items = max(1, SEGMENT_BYTES // self._itemsize)
-        self._segments: list[np.ndarray] = []
-        self._single_value: bytes | None = None
-        self._count = 0
+        self._items, self._value = job.store._storage_for(job.id, name, layout, single)
+        self._count = (1 if self._value.value is not None else 0) if single else self._items.count
         self._write_lock = threading.Lock()
 
     @property
@@ -73,26 +77,17 @@ class Stream:
         """Number of published items (0 or 1 for a single stream)."""
         return self._count
 
-    def read(self, start: int, stop: int) -> tuple[int, list[memoryview]]:
-        """Published items `[start, stop)` clipped to the count: (n_items, contiguous byte pieces)."""
+    def read(self, start: int, stop: int) -> tuple[int, Iterable[memoryview]]:
+        """Published items `[start, stop)` clipped to the count: (n_items, byte pieces, lazily)."""
         if self.single:
-            value = self._single_value  # one atomic read: the value is replaced, never mutated
+            value = self._value.value  # one atomic read: the value is replaced, never mutated
             if value is None or start >= 1 or stop <= start:
                 return 0, []
             return 1, [memoryview(value)]
         stop = min(stop, self._count)
         if stop <= start:
             return 0, []
-        pieces = []
-        seg_items, size = self._seg_items, self._itemsize
-        first = start
-        while first < stop:
-            seg, offset = divmod(first, seg_items)
-            last = min(stop, (seg + 1) * seg_items)
-            data = self._segments[seg]
-            pieces.append(memoryview(data)[offset * size:(last - seg * seg_items) * size])
-            first = last
-        return stop - start, pieces
+        return stop - start, self._items.read(start, stop)
 
     def read_array(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Published items as an array of `layout.item_dtype` (a copy; for tests and tools)."""
@@ -120,28 +115,17 @@ class Stream:
             if n == 0:
                 return self._count
             if self.single:
-                self._single_value = bytes(memoryview(data)[(n - 1) * size:])
+                self._value.set(bytes(memoryview(data)[(n - 1) * size:]))
                 self._count = 1
             else:
                 if self._count + n > MAX_COUNT:
                     raise QmValueError(f"stream {self.name!r} would exceed {MAX_COUNT} items")
-                self._write_items(memoryview(data).cast("B"), n)
+                self._items.write(memoryview(data).cast("B"), n, self._publish)
         self.job._touch()
         return self._count
 
-    def _write_items(self, data: memoryview, n: int) -> None:
-        size, seg_items = self._itemsize, self._seg_items
-        pos, done = self._count, 0
-        while done < n:
-            seg, offset = divmod(pos, seg_items)
-            if seg == len(self._segments):
-                self._segments.append(np.empty(seg_items * size, dtype=np.uint8))
-            take = min(n - done, seg_items - offset)
-            self._segments[seg][offset * size:(offset + take) * size] = np.frombuffer(
-                data[done * size:(done + take) * size], dtype=np.uint8)
-            pos += take
-            done += take
-            self._count = pos  # publish segment by segment; each published item is whole
+    def _publish(self, count: int) -> None:
+        self._count = count
 
 
 class Job:
@@ -224,22 +208,26 @@ class Job:
                 raise QmValueError(f"job {self.id!r} already has a stream named {name!r}")
             stream = Stream(self, name, layout, bool(single), int(expected_count))
             self._streams = {**self._streams, name: stream}
-        self._touch()
+        self._changed_metadata()
         return stream
 
     def _set_state(self, state: JobState) -> None:
         with self._lock:
             self._check_open()
             self._state = state
-        self._touch()
+        self._changed_metadata()
 
     def _mark_dataloss(self) -> None:
         self._dataloss = True
-        self._touch()
+        self._changed_metadata()
 
     def _add_error(self, error: ExecutionError) -> None:
         with self._lock:
             self._errors.append(error)
+        self._changed_metadata()
+
+    def _changed_metadata(self) -> None:
+        self.store._save_job(self)
         self._touch()
 
 
@@ -309,13 +297,36 @@ class JobWriter:
         return f"<JobWriter {self.id} {self.job.state.value}>"
 
 
-@dataclass
 class ResultStore:
-    """Thread-safe container of jobs. In memory; pass it to `qx.serve` to serve it over gRPC."""
+    """Thread-safe container of jobs; pass it to `qx.serve` to serve it over gRPC.
 
-    _jobs: dict[str, Job] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    `ResultStore()` keeps everything in memory. `ResultStore(path=DIR)` keeps jobs on disk and
+    serves the jobs already in DIR; `sync=True` also fsyncs every append (power-loss safe, slower).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, sync: bool = False):
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.path = None if path is None else Path(path)
+        self.sync = sync
+        if self.path is not None:
+            durable.open_store(self.path)
+            for job in durable.load_jobs(self):
+                self._jobs[job.id] = job
+
+    def __repr__(self) -> str:
+        where = "in memory" if self.path is None else str(self.path)
+        return f"<ResultStore {where}: {len(self._jobs)} jobs>"
+
+    def _storage_for(self, job_id: str, name: str, layout: StreamLayout, single: bool) -> tuple[Any, Any]:
+        if self.path is None:
+            return MemoryItems(layout.itemsize), MemoryValue()
+        return durable.stream_storage(self.path, job_id, name, layout, single, self.sync)
+
+    def _save_job(self, job: Job) -> None:
+        if self.path is not None and job.id in self._jobs:
+            durable.save_job(self.path, job, self.sync)
 
     def create_job(self, job_id: str | None = None, streams: Iterable[dict[str, Any]] = ()) -> JobWriter:
         """Create a running job; `job_id` picks its id (else `job-N`).
@@ -350,6 +361,7 @@ class ResultStore:
             for spec in specs:
                 job._add_stream(*spec)
             self._jobs[job_id] = job
+        self._save_job(job)
         return JobWriter(job)
 
     def job(self, job_id: str) -> Job:

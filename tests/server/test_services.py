@@ -216,7 +216,7 @@ def test_malformed_request_bytes_do_not_stop_the_server(channel, job, s1):
     call = channel.unary_unary("/qm.grpc.results_analyser.JobResultsService/GetJobState")
     with pytest.raises(grpc.RpcError) as info:
         call(b"\xff\xff\xff", timeout=5)
-    assert info.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "malformed" in info.value.details()
     assert s1.GetJobState(v1.GetJobStateRequest(jobId=job.id), timeout=5).closed is False
 
 
@@ -266,3 +266,14 @@ def test_serve_warns_beyond_loopback():
 def test_a_port_in_use_is_an_os_error(server):
     with pytest.raises(OSError, match="could not listen"):
         qx.ResultsServer(qx.ResultStore(), port=server.port)
+
+
+def test_malformed_and_oversized_requests_are_invalid_argument(channel, store):
+    append = channel.stream_unary("/qm_xarray.v1.ProducerService/AppendItems")
+    with pytest.raises(grpc.RpcError) as info:
+        append(iter([b"\x0a\xff"]), timeout=5)  # a truncated string field
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "malformed" in info.value.details()
+    headers = channel.unary_unary("/qm.grpc.v2.JobService/GetJobNamedResultsHeaders")
+    with pytest.raises(grpc.RpcError) as info:
+        headers(b"\x0a\x01x" * (2**20 // 3 + 10), timeout=5)  # more than 1 MiB of request
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "limit" in info.value.details()

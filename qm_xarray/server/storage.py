@@ -1,0 +1,135 @@
+"""Where a stream's bytes live: in memory, or in append-only files (the durable store).
+
+A storage holds whole items only. `write` appends items past the published end and returns once
+they are stored (in memory, or handed to the OS — and fsynced when `sync` is on); the stream
+publishes the new count afterwards, so readers never see a partial item. `read` yields the bytes
+of an item range lazily, in pieces of at most `PIECE_BYTES`, so a huge fetch is streamed and
+never materialized per request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["MemoryItems", "FileItems", "MemoryValue", "FileValue", "SEGMENT_BYTES", "PIECE_BYTES",
+           "write_atomic"]
+
+SEGMENT_BYTES = 4 * 1024 * 1024
+PIECE_BYTES = 4 * 1024 * 1024
+
+
+class MemoryItems:
+    """Items in fixed-size numpy segments; published bytes are never moved or changed."""
+
+    def __init__(self, itemsize: int):
+        self.itemsize = itemsize
+        self.seg_items = max(1, SEGMENT_BYTES // itemsize)
+        self.segments: list[np.ndarray] = []
+        self.count = 0
+
+    def write(self, data: memoryview, n: int, publish: callable) -> None:  # type: ignore[valid-type]
+        size, seg_items = self.itemsize, self.seg_items
+        pos, done = self.count, 0
+        while done < n:
+            seg, offset = divmod(pos, seg_items)
+            if seg == len(self.segments):
+                self.segments.append(np.empty(seg_items * size, dtype=np.uint8))
+            take = min(n - done, seg_items - offset)
+            self.segments[seg][offset * size:(offset + take) * size] = np.frombuffer(
+                data[done * size:(done + take) * size], dtype=np.uint8)
+            pos += take
+            done += take
+            self.count = pos
+            publish(pos)  # segment by segment: each published item is whole
+
+    def read(self, start: int, stop: int) -> Iterator[memoryview]:
+        seg_items, size = self.seg_items, self.itemsize
+        first = start
+        while first < stop:
+            seg, offset = divmod(first, seg_items)
+            last = min(stop, (seg + 1) * seg_items)
+            yield memoryview(self.segments[seg])[offset * size:(last - seg * seg_items) * size]
+            first = last
+
+
+class FileItems:
+    """Items appended to one file; a torn tail (a crash mid-write) is cut off when reopened."""
+
+    def __init__(self, path: Path, itemsize: int, sync: bool = False):
+        self.path, self.itemsize, self.sync = path, itemsize, sync
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        size = os.fstat(self.fd).st_size
+        whole = size - size % itemsize
+        if whole != size:
+            os.ftruncate(self.fd, whole)
+        self.count = whole // itemsize
+
+    def write(self, data: memoryview, n: int, publish: callable) -> None:  # type: ignore[valid-type]
+        view = data[:n * self.itemsize]
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        if self.sync:
+            os.fsync(self.fd)
+        self.count += n
+        publish(self.count)
+
+    def read(self, start: int, stop: int) -> Iterator[memoryview]:
+        size = self.itemsize
+        step = max(1, PIECE_BYTES // size) * size
+        offset, end = start * size, stop * size
+        while offset < end:
+            chunk = os.pread(self.fd, min(step, end - offset), offset)
+            if not chunk:
+                raise OSError(f"{self.path}: file shorter than its published count")
+            yield memoryview(chunk)
+            offset += len(chunk)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class MemoryValue:
+    """The one running value of a `save` stream; replaced atomically, never mutated."""
+
+    def __init__(self) -> None:
+        self.value: bytes | None = None
+
+    def set(self, value: bytes) -> None:
+        self.value = value
+
+
+class FileValue(MemoryValue):
+    """A `save` stream's value, also kept in a file replaced atomically."""
+
+    def __init__(self, path: Path, itemsize: int, sync: bool = False):
+        super().__init__()
+        self.path, self.sync = path, sync
+        if path.exists():
+            data = path.read_bytes()
+            self.value = data if len(data) == itemsize else None
+
+    def set(self, value: bytes) -> None:
+        write_atomic(self.path, value, self.sync)
+        self.value = value
+
+
+def write_atomic(path: Path, data: bytes, sync: bool = False) -> None:
+    """Replace a file with new contents, all or nothing (write a temporary file, then rename)."""
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if sync:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
