@@ -563,3 +563,39 @@ def test_fetch_results_single_streams_without_a_value(impl, sparse_job, oracle, 
             assert f"'{name}'" in warned, f"a WARNING names the left-out stream {name!r}"
     for name in present:
         oracle.same(res[name], oracle.expected(STREAM_KINDS[name], written[name], False), name)
+
+
+@pytest.mark.differs("numpy indices in fetch_results too (negative bounds count from count_so_far)")
+def test_fetch_results_negative_items(impl, done_job, oracle):
+    job, written = done_job
+    sm = impl.manager(job.id)
+    request = {"I": -1, "c": slice(-2, None), "ts": slice(None, -5)}
+    if impl.ours:
+        res = sm.fetch_results(timeout=5, stream_names=request)
+        n = len(written["I"])
+        oracle.same(res["I"], oracle.expected(STREAM_KINDS["I"], written["I"], False, n - 1, n), "I")
+        oracle.same(res["c"], oracle.expected(STREAM_KINDS["c"], written["c"], False,
+                                              select=slice(-2, None)), "c")
+        oracle.same(res["ts"], oracle.expected(STREAM_KINDS["ts"], written["ts"], False,
+                                               select=slice(None, -5)), "ts")
+    else:
+        with pytest.raises(Exception):
+            sm.fetch_results(timeout=5, stream_names=request)
+
+
+def test_concurrent_fetches_from_one_manager(impl, done_job, oracle):
+    """Handles of one manager used from several threads at once return exact results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    job, written = done_job
+    sm = impl.manager(job.id)
+    jobs = [(name, flat) for name in NAMES for flat in (False, True)] * 2
+
+    def one(args):
+        name, flat = args
+        return sm.get(name).fetch_all(flat_struct=flat)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, jobs))
+    for (name, flat), got in zip(jobs, results):
+        oracle.same(got, oracle.expected(STREAM_KINDS[name], written[name], flat), f"{name} {flat}")
