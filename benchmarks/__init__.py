@@ -1,0 +1,1 @@
+"""asv benchmarks of qm_xarray (see README.md)."""
