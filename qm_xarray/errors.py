@@ -22,6 +22,7 @@ __all__ = [
     "QmKeyError",
     "QmIndexError",
     "JobFinishedError",
+    "JobFailedError",
 ]
 
 
@@ -86,6 +87,10 @@ class JobNotFoundError(QmKeyError, QMConnectionError):
 
 class StreamNotFoundError(QmKeyError, QMConnectionError):
     """The job has no stream of this name (gRPC NOT_FOUND); also a `QMConnectionError`."""
+
+
+class JobFailedError(QmQuaException):
+    """The job ended in error or was cancelled (what a wait function raises in the reference)."""
 
 
 class JobFinishedError(QmQuaException, RuntimeError):

@@ -121,12 +121,25 @@ def build_dataset(snap: JobSnapshot, opts: LayoutOptions) -> xr.Dataset:
                 target[f"{name}_timestamp"] = var
             else:
                 data_vars[name] = var
+    _check_names(data_vars, coords)
     ds = xr.Dataset(data_vars, coords)
     ds = _attach_coords(ds, opts.coords, growing)
     ds.attrs.update(_dataset_attrs(snap))
     ds.encoding["source"] = f"qm://{snap.target}/{snap.job_id}"
     ds.encoding["qm_item_dims"] = dict(growing)  # the dimensions that grow with the job
     return ds
+
+
+def _check_names(data_vars: dict[str, xr.Variable], coords: dict[str, xr.Variable]) -> None:
+    """A dimension may not share its name with a variable of another shape (xarray refuses)."""
+    variables = {**data_vars, **coords}
+    for name, var in variables.items():
+        for dim in var.dims:
+            other = variables.get(dim)
+            if other is not None and other.dims != (dim,):
+                raise QmValueError(
+                    f"dimension {dim!r} of stream {name!r} has the name of the variable {dim!r}; "
+                    f"choose another name with dims=")
 
 
 def _single_variable(s: StreamSnapshot, source: Any, fld: str | None, dims: tuple[str, ...],

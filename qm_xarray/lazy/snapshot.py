@@ -131,6 +131,28 @@ def _wait_counts(headers_of: Any, names: list[str], wait: int, deadline: float, 
             raise QMTimeoutError(f"job {job_id!r}: streams {short} have fewer than {wait} items")
 
 
+def _wait_reference(manager: Any, names: list[str], singles: set[str], wait: int | str | None,
+                    timeout: float | None) -> None:
+    """`wait=` through the public API of any StreamsManager; its timeouts become QMTimeoutError."""
+    if wait is None:
+        return
+    limit = VERY_LONG_TIME if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    try:
+        if wait == "all":
+            manager.wait_for_all_values(limit)
+        elif isinstance(wait, bool) or not isinstance(wait, int) or wait < 0:
+            raise QmValueError(f"wait must be None, a count or 'all', got {wait!r}")
+        else:
+            for name in names:
+                if name not in singles:
+                    manager.get(name).wait_for_values(wait, max(deadline - time.monotonic(), 0.0))
+    except TimeoutError as exc:
+        if isinstance(exc, QMTimeoutError):
+            raise
+        raise QMTimeoutError(f"waiting for {wait!r}: {exc}") from None
+
+
 def _select(available: list[str], streams: Sequence[str] | None) -> list[str]:
     if streams is None:
         return available

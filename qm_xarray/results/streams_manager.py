@@ -128,7 +128,13 @@ class StreamsManager(Mapping[str, AnySingleStreamFetcher]):
         """
         timeout = VERY_LONG_TIME if not timeout else timeout
         if self._wait_until_func is not None:
-            self._wait_until_func("Done", timeout)
+            try:
+                self._wait_until_func("Done", timeout)
+            except Exception as exc:  # the reference's JobFailedError, or ours: ended, not done
+                if type(exc).__name__ != "JobFailedError":
+                    raise
+                log.warning("job %r ended before it was done: %s", self.job_id, exc)
+                return False
             return True
         header_state = None
         if not (self._capabilities.supports_job_streaming_state or isinstance(self._service, JobResultApi)):
