@@ -1,14 +1,16 @@
-"""What the v1 and v2 results-service clients share: calls with deadlines and error mapping."""
+"""What the v1 and v2 results-service clients share: calls with deadlines, retries (`retry`) and
+error mapping (`errors.map_rpc_error`)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from ..errors import QMConnectionError, QmValueError
+from . import retry
 from .connection import ConnectionDetails
 from .errors import map_rpc_error
 
@@ -52,28 +54,55 @@ class ServiceBase:
 
     def _unary(self, path: str, request: Any, response_cls: Any, what: str,
                timeout: float | None) -> Any:
+        """A unary call, retried after transient failures within the deadline (see `retry`)."""
         call = self._channel.unary_unary(path, request_serializer=_serialize,
                                          response_deserializer=response_cls.FromString)
-        try:
-            return call(request, timeout=self._timeout(timeout),
-                        metadata=self.connection_details.metadata)
-        except grpc.RpcError as exc:
-            raise map_rpc_error(exc, f"{what} of job {self.job_id!r}") from None
-        except ValueError as exc:  # grpc raises ValueError on a closed channel
-            raise QMConnectionError(f"{what} of job {self.job_id!r}: {exc}") from None
+        full = f"{what} of job {self.job_id!r}"
+        metadata = self.connection_details.metadata
+        return self._run(lambda left: _invoke(call, request, left, metadata, full), what, timeout)
 
-    def _stream(self, path: str, request: Any, what: str, timeout: float | None,
-                response_deserializer: Callable[[bytes], Any] | None = None) -> Iterator[Any]:
-        """Server-streaming call; yields raw bytes (or deserialized messages), errors mapped."""
+    def _streaming(self, path: str, what: str, timeout: float | None,
+                   next_request: Callable[[], Any | None], on_message: Callable[[Any], bool | None],
+                   response_deserializer: Callable[[bytes], Any] | None = None) -> None:
+        """A server-streaming call that resumes after transient breaks, within the deadline.
+
+        Each attempt sends `next_request()`, the request for what is still missing (None: nothing
+        is, the call is complete), and hands each message (raw bytes unless deserialized) to
+        `on_message`; a true return ends the call early. State kept by the callbacks across
+        attempts is what makes a retry resume instead of starting over.
+        """
         call = self._channel.unary_stream(path, request_serializer=_serialize,
                                           response_deserializer=response_deserializer)
+        full = f"{what} of job {self.job_id!r}"
+        metadata = self.connection_details.metadata
+
+        def attempt(left: float) -> None:
+            request = next_request()
+            if request is None:
+                return
+            responses = _invoke(call, request, left, metadata, full)
+            try:
+                for message in responses:
+                    if on_message(message):
+                        return
+            finally:
+                responses.cancel()  # a no-op once finished; frees the server if we stop early
+
+        self._run(attempt, what, timeout)
+
+    def _run(self, attempt: Callable[[float], Any], what: str, timeout: float | None) -> Any:
+        full = f"{what} of job {self.job_id!r}"
         try:
-            yield from call(request, timeout=self._timeout(timeout),
-                            metadata=self.connection_details.metadata)
+            return retry.run(attempt, self._timeout(timeout), full)
         except grpc.RpcError as exc:
-            raise map_rpc_error(exc, f"{what} of job {self.job_id!r}") from None
-        except ValueError as exc:
-            raise QMConnectionError(f"{what} of job {self.job_id!r}: {exc}") from None
+            raise map_rpc_error(exc, full) from None
+
+
+def _invoke(call: Any, request: Any, timeout: float, metadata: Any, what: str) -> Any:
+    try:
+        return call(request, timeout=timeout, metadata=metadata)
+    except ValueError as exc:  # grpc raises ValueError on a closed channel: never retried
+        raise QMConnectionError(f"{what}: {exc}") from None
 
 
 def _serialize(message: Any) -> bytes:

@@ -46,19 +46,31 @@ class JobResultServiceApi(ServiceBase):
 
     def fetch_range(self, header: Header, start: int, stop: int,
                     timeout: float | None = None) -> tuple[object, int]:
-        """Items `[start, stop)` of a stream as (uint8 buffer, count); one copy per byte."""
+        """Items `[start, stop)` of a stream as (uint8 buffer, count); one copy per byte.
+
+        A stream broken by a transient failure resumes after the whole items received.
+        """
         what = f"data of stream {header.name!r}"
-        request = pb.GetJobNamedResultRequest(jobId=self.job_id, outputName=header.name,
-                                              limit=check_limit(start, stop, what))
-        request.longOffset.SetInParent()
-        request.longOffset.value = start
+        limit = check_limit(start, stop, what)
         expected = max(0, min(stop, header.count_so_far) - start)
         out = Assembler(header.itemsize, expected, f"{what} of job {self.job_id!r}")
-        for message in self._stream(_PATH + "GetJobNamedResult", request, what, timeout):
+
+        def next_request() -> pb.GetJobNamedResultRequest | None:
+            left = out.resume(limit)
+            if left is None:
+                return None
+            request = pb.GetJobNamedResultRequest(jobId=self.job_id, outputName=header.name, limit=left)
+            request.longOffset.SetInParent()
+            request.longOffset.value = start + out.count
+            return request
+
+        def on_message(message: bytes) -> None:
             count, data = codec.decode_v1_data(message)
             out.count += count
             if data:
                 out.add(data)
+
+        self._streaming(_PATH + "GetJobNamedResult", what, timeout, next_request, on_message)
         return out.result()
 
     def get_errors(self, timeout: float | None = None) -> list[tuple[int, str, str]]:

@@ -6,7 +6,7 @@ streams may interleave) and legacy (count + data per message).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import DataFetchingError, QMTimeoutError, QmValueError
 from ..wire import codec
@@ -16,6 +16,7 @@ from ._base import ServiceBase, check_limit
 from .assembly import Assembler
 from .connection import ConnectionDetails
 from .models import Header, JobResultState, SchemaItem
+from .retry import ServerUnavailableError
 
 __all__ = ["JobResultApi", "STATUS_NAMES"]
 
@@ -96,12 +97,17 @@ class JobResultApi(ServiceBase):
                     timeout: float | None = None) -> tuple[object, int]:
         """Items `[start, stop)` of one stream (GetNamedResult) as (uint8 buffer, count)."""
         what = f"data of stream {header.name!r}"
-        request = pb.GetNamedResultRequest(job_id=self.job_id, output_name=header.name,
-                                           limit=check_limit(start, stop, what))
-        request.long_offset.SetInParent()
-        request.long_offset.value = start
-        messages = self._stream(_PATH + "GetNamedResult", request, what, timeout)
-        return self._assemble(messages, [(header, start, stop)], what)[header.name]
+        check_limit(start, stop, what)
+
+        def request(rest: list[tuple[Header, int, int]]) -> pb.GetNamedResultRequest:
+            [(h, offset, limit)] = rest
+            r = pb.GetNamedResultRequest(job_id=self.job_id, output_name=h.name, limit=limit)
+            r.long_offset.SetInParent()
+            r.long_offset.value = offset
+            return r
+
+        return self._fetch("GetNamedResult", [(header, start, stop)], request, what,
+                           timeout)[header.name]
 
     def fetch_ranges(self, requests: Sequence[tuple[Header, int, int]],
                      timeout: float | None = None) -> dict[str, tuple[object, int]]:
@@ -109,54 +115,45 @@ class JobResultApi(ServiceBase):
         names = [h.name for h, _, _ in requests]
         if len(set(names)) != len(names):
             raise QmValueError(f"each stream can be asked for once per request, got {names}")
-        outputs = []
-        for header, start, stop in requests:
-            rng: dict[str, object] = {"from": {"value": start}}
-            rng["to"] = {"value": stop - 1}  # inclusive; stop - 1 < start is an empty range
-            outputs.append({"output_name": header.name, "range": rng})
-        request = pb.GetNamedResultsRequest(job_id=self.job_id, outputs=outputs)
-        what = f"data of streams {names}"
-        messages = self._stream(_PATH + "GetNamedResults", request, what, timeout)
-        return self._assemble(messages, requests, what, chunked=True)
 
-    def _assemble(self, messages: object, requests: Sequence[tuple[Header, int, int]], what: str,
-                  chunked: bool | None = None) -> dict[str, tuple[object, int]]:
-        chunked = self.supports_chunk_streaming if chunked is None else chunked
+        def request(rest: list[tuple[Header, int, int]]) -> pb.GetNamedResultsRequest:
+            # `to` is inclusive; to < from is an empty range
+            return pb.GetNamedResultsRequest(job_id=self.job_id, outputs=[
+                {"output_name": h.name, "range": {"from": {"value": offset},
+                                                  "to": {"value": offset + limit - 1}}}
+                for h, offset, limit in rest])
+
+        return self._fetch("GetNamedResults", requests, request, f"data of streams {names}", timeout,
+                           chunked=True)
+
+    def _fetch(self, rpc: str, requests: Sequence[tuple[Header, int, int]],
+               build: Callable[[list[tuple[Header, int, int]]], object], what: str,
+               timeout: float | None, chunked: bool | None = None) -> dict[str, tuple[object, int]]:
+        """Run a data RPC into one preallocated buffer per stream; resume after transient breaks.
+
+        `build([(header, offset, limit), ...])` makes the request for what is still missing: each
+        stream from its own count of whole items (counted per message in the legacy format, at each
+        summary in the chunk format); streams already complete are not asked again.
+        """
         job = f"job {self.job_id!r}"
         outs = {h.name: Assembler(h.itemsize, max(0, min(stop, h.count_so_far) - start),
                                   f"data of stream {h.name!r} of {job}")
                 for h, start, stop in requests}
-        single = requests[0][0].name if len(requests) == 1 else None
-        pending: dict[str, int] = {}  # bytes received per stream since its last summary
-        for message in messages:  # type: ignore[attr-defined]
-            r = codec.decode_v2_result(message)
-            if r.kind == "error":
-                raise DataFetchingError(f"{what} of {job}: {r.details}")
-            name = r.output_name or single
-            out = outs.get(name or "")
-            if not chunked:
-                if r.kind not in ("legacy", "empty"):
-                    raise DataFetchingError(f"{what} of {job}: unexpected {r.kind} message in the legacy format")
-                if out is None:
-                    raise DataFetchingError(f"{what} of {job}: data for unknown stream {name!r}")
-                out.count += r.count
-                if r.data:
-                    out.add(r.data)
-                continue
-            if out is None:
-                raise DataFetchingError(f"{what} of {job}: data for unrequested stream {name!r}")
-            if r.kind == "chunk":
-                out.add(r.data)
-                pending[name] = pending.get(name, 0) + len(r.data)  # type: ignore[index]
-            elif r.kind == "summary":
-                if name not in pending:
-                    raise DataFetchingError(f"{what} of {job}: a summary without data for {name!r}")
-                out.count += r.count
-                del pending[name]  # type: ignore[arg-type]
-            else:
-                raise DataFetchingError(f"{what} of {job}: a message with neither chunk nor summary")
-        if any(pending.values()):
-            raise DataFetchingError(f"{what} of {job}: data after the last summary of {sorted(pending)}")
+        receive = _Receiver(outs, self.supports_chunk_streaming if chunked is None else chunked,
+                            f"{what} of {job}", requests[0][0].name if len(requests) == 1 else None)
+
+        def next_request() -> object | None:
+            receive.pending.clear()  # bytes of unfinished groups were dropped by `resume`
+            rest = []
+            for h, start, stop in requests:
+                out = outs[h.name]
+                left = out.resume(stop - start)
+                if left is not None:
+                    rest.append((h, start + out.count, left))
+            return build(rest) if rest else None
+
+        self._streaming(_PATH + rpc, what, timeout, next_request, receive)
+        receive.check_complete()
         return {name: out.result() for name, out in outs.items()}
 
     def get_errors(self, timeout: float | None = None) -> list[tuple[int, str, str]]:
@@ -168,13 +165,64 @@ class JobResultApi(ServiceBase):
     def wait_until_done(self, timeout: float, state_from_header: str | None = None) -> bool:
         """Follow the server's pushed status updates until the job ends (True if done)."""
         request = pb.JobServiceGetJobStatusRequest(job_id=self.job_id)
-        try:
-            for raw in self._stream(_PATH + "GetJobStatusUpdates", request, "GetJobStatusUpdates",
-                                    timeout, pb.JobServiceGetJobStatusResponse.FromString):
-                status = STATUS_NAMES.get(_success(raw, "GetJobStatusUpdates").status, "Unknown")  # type: ignore[attr-defined]
-                if status in _FINAL:
-                    return status == "Done"
-        except QMTimeoutError:
+        final: list[str] = []
+
+        def on_status(raw: object) -> bool:
+            success = _success(raw, "GetJobStatusUpdates")
+            status = STATUS_NAMES.get(success.status, "Unknown")  # type: ignore[attr-defined]
+            if status in _FINAL:
+                final.append(status)
+            return bool(final)
+
+        try:  # after a transient break the updates start again: the current status comes first
+            self._streaming(_PATH + "GetJobStatusUpdates", "GetJobStatusUpdates", timeout,
+                            lambda: request, on_status, pb.JobServiceGetJobStatusResponse.FromString)
+        except QMTimeoutError as exc:
+            if isinstance(exc, ServerUnavailableError):
+                raise
             raise QMTimeoutError(f"job {self.job_id!r} was not done within {timeout} s") from None
-        state = self.get_state()  # the stream ended without a final status
-        return state.done
+        if final:
+            return final[0] == "Done"
+        return self.get_state().done  # the stream ended without a final status
+
+
+class _Receiver:
+    """Takes the data messages of a v2 fetch into the streams' assemblers (both data formats)."""
+
+    __slots__ = ("outs", "chunked", "what", "single", "pending")
+
+    def __init__(self, outs: dict[str, Assembler], chunked: bool, what: str, single: str | None):
+        self.outs, self.chunked, self.what, self.single = outs, chunked, what, single
+        self.pending: dict[str, int] = {}  # bytes received per stream since its last summary
+
+    def __call__(self, message: bytes) -> None:
+        r = codec.decode_v2_result(message)
+        if r.kind == "error":
+            raise DataFetchingError(f"{self.what}: {r.details}")
+        name = r.output_name or self.single
+        out = self.outs.get(name or "")
+        if not self.chunked:
+            if r.kind not in ("legacy", "empty"):
+                raise DataFetchingError(f"{self.what}: unexpected {r.kind} message in the legacy format")
+            if out is None:
+                raise DataFetchingError(f"{self.what}: data for unknown stream {name!r}")
+            out.count += r.count
+            if r.data:
+                out.add(r.data)
+            return
+        if out is None:
+            raise DataFetchingError(f"{self.what}: data for unrequested stream {name!r}")
+        if r.kind == "chunk":
+            out.add(r.data)
+            self.pending[name] = self.pending.get(name, 0) + len(r.data)  # type: ignore[index]
+        elif r.kind == "summary":
+            if name not in self.pending:
+                raise DataFetchingError(f"{self.what}: a summary without data for {name!r}")
+            out.count += r.count
+            del self.pending[name]  # type: ignore[arg-type]
+        else:
+            raise DataFetchingError(f"{self.what}: a message with neither chunk nor summary")
+
+    def check_complete(self) -> None:
+        if any(self.pending.values()):
+            raise DataFetchingError(f"{self.what}: data after the last summary of {sorted(self.pending)}")

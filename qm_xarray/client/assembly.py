@@ -14,7 +14,7 @@ __all__ = ["Assembler", "to_array"]
 class Assembler:
     """Receives data pieces in order; sized from the header's count, grown only if more arrives."""
 
-    __slots__ = ("itemsize", "buf", "nbytes", "count", "what")
+    __slots__ = ("itemsize", "buf", "nbytes", "count", "what", "attempts")
 
     def __init__(self, itemsize: int, expected_items: int, what: str):
         self.itemsize = itemsize
@@ -22,6 +22,7 @@ class Assembler:
         self.nbytes = 0
         self.count = 0
         self.what = what
+        self.attempts = 0
 
     def add(self, data: memoryview | bytes) -> None:
         end = self.nbytes + len(data)
@@ -31,6 +32,19 @@ class Assembler:
             self.buf = grown
         self.buf[self.nbytes:end] = np.frombuffer(data, dtype=np.uint8)
         self.nbytes = end
+
+    def resume(self, limit: int) -> int | None:
+        """Before each attempt of a fetch of `limit` items: how many items to ask for now.
+
+        Keeps the whole items counted so far and drops the bytes of an item or group that a
+        broken stream left unfinished; the next bytes land right after them, in the same buffer.
+        The first attempt always asks (even for 0 items); a retry returns None when nothing is left.
+        """
+        first = self.attempts == 0
+        self.attempts += 1
+        self.nbytes = min(self.nbytes, self.count * self.itemsize)
+        left = limit - self.count
+        return left if first or left > 0 else None
 
     def result(self) -> tuple[np.ndarray, int]:
         """(bytes as a uint8 array, item count); raises `DataFetchingError` if they disagree."""
