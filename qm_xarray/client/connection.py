@@ -88,7 +88,10 @@ class ConnectionDetails:
     def _open(self) -> grpc.Channel:
         size = self.max_message_size
         options = [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
-                   ("grpc.enable_retries", 0)]
+                   ("grpc.enable_retries", 0),  # retries are ours (retry.py), within deadlines
+                   # notice a restarted server quickly (gRPC's default grows to 120 s)
+                   ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                   ("grpc.max_reconnect_backoff_ms", 2000)]
         if not self.tls:
             return grpc.insecure_channel(self.target, options=options)
         root = self.tls

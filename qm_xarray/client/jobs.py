@@ -9,6 +9,7 @@ import grpc
 from ..wire.pb.qm_xarray.v1 import control_pb2 as pb
 from ..wire.pb.qm_xarray.v1 import control_pb2_grpc as pb_grpc
 from .connection import ConnectionDetails
+from . import retry
 from .errors import map_rpc_error
 
 __all__ = ["JobsClient", "JobSummary", "StreamSummary", "ServerInfo"]
@@ -63,10 +64,10 @@ class JobsClient:
         self.details = details
 
     def _call(self, method: str, request: object, what: str, timeout: float | None) -> object:
-        stub = pb_grpc.JobsServiceStub(self.details.channel())
-        try:
-            return getattr(stub, method)(request, timeout=timeout or self.details.timeout,
-                                         metadata=self.details.metadata)
+        call = getattr(pb_grpc.JobsServiceStub(self.details.channel()), method)
+        try:  # read-only calls: retried after transient failures, within the deadline
+            return retry.run(lambda left: call(request, timeout=left, metadata=self.details.metadata),
+                             timeout or self.details.timeout, what)
         except grpc.RpcError as exc:
             raise map_rpc_error(exc, what) from None
 
