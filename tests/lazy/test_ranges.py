@@ -144,6 +144,28 @@ def _check_rounding(spans, lo, hi, chunk):
     assert covered == spans[-1][1] - spans[0][0], f"gaps in {spans}"
 
 
+@pytest.mark.parametrize("index, lo, hi", [
+    (slice(1000, 100, -10), 110, 1001),
+    (slice(-5, -2000, -7), N - 1999, N - 4),
+    ([4990, 5, 3], 3, 4991),
+    (np.array([-1, -N]), 0, N),
+])
+def test_reversed_and_list_selections_stay_within_their_rounded_range(recorded, chunked, index, lo, hi):
+    ds, written = chunked
+    np.testing.assert_array_equal(ds.I.isel(I_item=index).values, written["I"][index])
+    spans = recorded.spans("I")
+    assert spans[0][0] >= lo // CHUNK * CHUNK and spans[-1][1] <= -(-hi // CHUNK) * CHUNK, spans
+    assert all(a2 >= b1 for (_, b1), (a2, _) in zip(spans, spans[1:])), spans
+
+
+def test_vectorized_selections_are_correct(chunked):
+    ds, written = chunked
+    pick = xr.DataArray([[1, 2], [3, N - 1]], dims=("a", "b"))
+    np.testing.assert_array_equal(ds.I.isel(I_item=pick).values, written["I"][[[1, 2], [3, N - 1]]])
+    points = dict(img_item=xr.DataArray([1, 4000], dims="p"), img_dim_1=xr.DataArray([0, 4], dims="p"))
+    np.testing.assert_array_equal(ds.img.isel(points).values, written["img"][[1, 4000], :, [0, 4]])
+
+
 def test_preferred_chunks_set_the_dask_chunks(chunked):
     ds, _ = chunked
     assert ds.I.encoding["preferred_chunks"] == {"I_item": CHUNK}
