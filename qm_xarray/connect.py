@@ -102,7 +102,9 @@ class Job:
     def __dask_tokenize__(self) -> object:
         """The identity of the last snapshot opened from this job (its counts; random while the
         job runs), so that two opens of a growing job never share dask names."""
-        token = getattr(self, "_qm_snapshot_token", None)
+        from .lazy.backend import snapshot_token
+
+        token = snapshot_token(self)
         return ("qm_xarray.Job", self.connection.details.target, self.id,
                 token if token is not None else uuid.uuid4().hex)
 

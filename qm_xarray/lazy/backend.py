@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
@@ -82,8 +83,17 @@ class QmBackendEntrypoint(BackendEntrypoint):
 
 
 def _remember_snapshot(obj: Any, snap: Any) -> None:
-    """xarray tokenizes the opened object after this returns: give it this snapshot's identity."""
+    """xarray tokenizes the opened object after this returns: give it this snapshot's identity.
+
+    Kept per thread, so that two threads opening the same Job never take each other's token.
+    """
     try:
-        obj._qm_snapshot_token = snap.__dask_tokenize__()
-    except AttributeError:  # an object that takes no attributes: tokenized by pickling, as usual
-        pass
+        tokens = obj.__dict__.setdefault("_qm_snapshot_tokens", threading.local())
+    except AttributeError:  # an object without a __dict__: tokenized by pickling, as usual
+        return
+    tokens.value = snap.__dask_tokenize__()
+
+
+def snapshot_token(obj: Any) -> object | None:
+    """The token `_remember_snapshot` left for this thread, if any."""
+    return getattr(obj.__dict__.get("_qm_snapshot_tokens"), "value", None)

@@ -87,7 +87,18 @@ def build_dataset(snap: JobSnapshot, opts: LayoutOptions) -> xr.Dataset:
         if opts.on_dataloss == "warn":
             warnings.warn(message, RuntimeWarning, stacklevel=4)
     aligned = _aligned(snap, opts)
+    unknown = [n for n in opts.dims if n not in snap.streams]
+    if unknown:
+        raise QmKeyError(f"dims= names streams {unknown} that the dataset does not have; "
+                         f"streams are {list(snap.streams)}")
     common = min((snap.streams[n].count for n in aligned), default=0)
+    # one chunk length per item dimension, from whole records (value and timestamp together)
+    chunking = {n: chunk_items(_record_size(snap.source(n)), common if n in aligned else s.count,
+                               opts.chunk_bytes)
+                for n, s in snap.streams.items() if not s.single}
+    if aligned:
+        shared = min(chunking[n] for n in aligned)
+        chunking.update(dict.fromkeys(aligned, shared))
     identity = snap.__dask_tokenize__()
     data_vars: dict[str, xr.Variable] = {}
     coords: dict[str, xr.Variable] = {}
@@ -103,7 +114,8 @@ def build_dataset(snap: JobSnapshot, opts: LayoutOptions) -> xr.Dataset:
         dims = _dims(s, inner, opts, name in aligned)
         attrs = _stream_attrs(s)
         for fld in fields:
-            if fld == "timestamp" and opts.timestamps == "drop":
+            if fld == "timestamp" and (opts.timestamps == "drop"
+                                       or f"{name}_timestamp" in opts.drop_variables):
                 continue
             if s.single:
                 var = _single_variable(s, source, fld, dims[:0] if fld == "timestamp" else dims, attrs)
@@ -111,9 +123,7 @@ def build_dataset(snap: JobSnapshot, opts: LayoutOptions) -> xr.Dataset:
                 slicer = StreamSlicer(source, count, fld)
                 var_dims = dims[:1] if fld == "timestamp" else dims
                 var = xr.Variable(var_dims, indexing.LazilyIndexedArray(StreamArray(slicer, identity)), attrs)
-                itemsize = slicer.dtype.itemsize * int(np.prod(slicer.shape[1:], dtype=np.int64))
-                var.encoding["preferred_chunks"] = {
-                    var_dims[0]: chunk_items(itemsize, count, opts.chunk_bytes)}
+                var.encoding["preferred_chunks"] = {var_dims[0]: chunking[name]}
                 growing[var_dims[0]] = count
             if fld == "timestamp":
                 var.attrs = {"long_name": f"{name} timestamp", "qm_stream": name}
@@ -128,6 +138,10 @@ def build_dataset(snap: JobSnapshot, opts: LayoutOptions) -> xr.Dataset:
     ds.encoding["source"] = f"qm://{snap.target}/{snap.job_id}"
     ds.encoding["qm_item_dims"] = dict(growing)  # the dimensions that grow with the job
     return ds
+
+
+def _record_size(source: Any) -> int:
+    return source.dtype.itemsize * int(np.prod(source.item_shape, dtype=np.int64))
 
 
 def _check_names(data_vars: dict[str, xr.Variable], coords: dict[str, xr.Variable]) -> None:

@@ -31,7 +31,7 @@ def refresh(ds: xr.Dataset, *, wait: int | str | None = None, timeout: float | N
         raise QmValueError("this dataset has lost its qm open options (xr.merge and some operations "
                            "drop encoding); reopen with xr.open_dataset(job, engine='qm', ...)")
     if chunks is None and any(v.chunks for v in ds.variables.values()):
-        chunks = {}
+        chunks = {dim: sizes[0] for dim, sizes in ds.chunksizes.items() if sizes}  # as opened
     return xr.open_dataset(job, engine="qm", chunks=chunks, wait=wait, timeout=timeout, **kwargs)
 
 

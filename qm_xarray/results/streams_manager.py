@@ -100,7 +100,9 @@ class StreamsManager(Mapping[str, AnySingleStreamFetcher]):
         return self._fetchers.items()
 
     def __dask_tokenize__(self) -> object:
-        token = self.__dict__.get("_qm_snapshot_token")
+        from ..lazy.backend import snapshot_token  # the lazy layer records it when opening
+
+        token = snapshot_token(self)
         return ("qm_xarray.StreamsManager", self._service.connection_details.target, self.job_id,
                 token if token is not None else uuid.uuid4().hex)
 

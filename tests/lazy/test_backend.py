@@ -222,9 +222,6 @@ def test_align_puts_streams_on_one_dimension_cut_to_the_common_length(recorded):
         _open(recorded, job.id, align=["I", "nope"])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: preferred_chunks of a timestamp coordinate are sized by "
-                                       "the timestamp's itemsize, not the record's, so they differ "
-                                       "from the value's")
 def test_a_timestamp_coordinate_is_chunked_like_its_value(recorded):
     """Value and timestamp come from one record: same chunks (spec 5.3), and `ds.chunks` works."""
     kinds = {"ts": StreamKind("<f4", timestamps=True), "adc": STREAM_KINDS["adc"],
@@ -236,8 +233,6 @@ def test_a_timestamp_coordinate_is_chunked_like_its_value(recorded):
     ds.chunks  # noqa: B018  raises "inconsistent chunks" when the two differ
 
 
-@pytest.mark.xfail(strict=True, reason="bug: aligned streams of different item sizes get different "
-                                       "preferred chunks along their shared item dimension")
 def test_aligned_streams_share_their_chunks(recorded):
     kinds = {"I": StreamKind("<f8"), "Q": StreamKind("<i4")}
     job, _ = make_job(recorded.store, counts=1000, kinds=kinds, seed=44)
@@ -306,8 +301,6 @@ def test_drop_variables_drops_streams(recorded, done):
     assert not {"ts", "ts_timestamp", "avg"} & set(ds.variables)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: drop_variables only matches stream names, so a "
-                                       "'<stream>_timestamp' variable cannot be dropped")
 def test_drop_variables_drops_a_timestamp_variable(recorded, done):
     job_id, _ = done
     ds = _open(recorded, job_id, drop_variables=["ts_timestamp"])

@@ -215,9 +215,6 @@ def test_a_qm_address_string_of_a_running_job_warns(recorded):
     g.writer.finish()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a Job keeps one 'last snapshot' token for all threads, so "
-                                       "a concurrent open of the same Job can lend its token (and dask "
-                                       "names) to a snapshot of another length")
 def test_concurrent_opens_of_one_job_never_share_names(recorded, monkeypatch):
     """Thread A has taken its snapshot but xarray has not tokenized the Job yet when thread B opens
     the grown job: A must still get names of its own (the interleaving is forced with events)."""
