@@ -24,18 +24,8 @@ def reference_streams_manager(host: str, port: int, job_id: str, mode: str = "v1
     from qm.api.v2.job_result_api import JobResultApi
 
     details = ConnectionDetails(host, port, timeout=timeout)
-    if mode == "v1":
-        return StreamsManager(JobResultServiceApi(details, job_id),
-                              ServerCapabilities({QopCaps.job_streaming_state}), None)
-    if mode not in REFERENCE_MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {REFERENCE_MODES}")
-    caps = {QopCaps.job_streaming_state}
-    if mode != "v2-legacy":
-        caps.add(QopCaps.chunk_streaming)
-    if mode == "v2-multi":
-        caps.add(QopCaps.multiple_streams_fetching)
-    service = JobResultApi(details, job_id, mode != "v2-legacy")
-    return StreamsManager(service, ServerCapabilities(caps), _status_waiter(details, job_id))
+    return _build(mode, details, job_id, StreamsManager, JobResultServiceApi, JobResultApi, QopCaps,
+                  ServerCapabilities, lambda: _status_waiter(details, job_id))
 
 
 def _status_waiter(details: Any, job_id: str) -> Any:
@@ -80,14 +70,20 @@ def our_streams_manager(host: str, port: int, job_id: str, mode: str = "v1",
     from ..results import StreamsManager
 
     details = ConnectionDetails(host, port, timeout=timeout)
-    if mode == "v1":
-        return StreamsManager(JobResultServiceApi(details, job_id),
-                              ServerCapabilities({QopCaps.job_streaming_state}), None)
+    return _build(mode, details, job_id, StreamsManager, JobResultServiceApi, JobResultApi, QopCaps,
+                  ServerCapabilities, lambda: None)
+
+
+def _build(mode: str, details: Any, job_id: str, manager: Any, v1: Any, v2: Any, caps_names: Any,
+           capabilities: Any, waiter: Any) -> Any:
+    """A StreamsManager for a mode, from one client's classes (theirs or ours): same recipe."""
     if mode not in REFERENCE_MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {REFERENCE_MODES}")
-    caps = {QopCaps.job_streaming_state}
+    if mode == "v1":
+        return manager(v1(details, job_id), capabilities({caps_names.job_streaming_state}), None)
+    caps = {caps_names.job_streaming_state}
     if mode != "v2-legacy":
-        caps.add(QopCaps.chunk_streaming)
+        caps.add(caps_names.chunk_streaming)
     if mode == "v2-multi":
-        caps.add(QopCaps.multiple_streams_fetching)
-    return StreamsManager(JobResultApi(details, job_id, mode != "v2-legacy"), ServerCapabilities(caps), None)
+        caps.add(caps_names.multiple_streams_fetching)
+    return manager(v2(details, job_id, mode != "v2-legacy"), capabilities(caps), waiter())
