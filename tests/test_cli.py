@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
+import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import numpy as np
 import pytest
+import xarray as xr
 
+import qm_xarray as qx
 from qm_xarray.cli import build_parser, main
 from qm_xarray.client.connection import ConnectionDetails, close_channels
 from qm_xarray.client.jobs import JobsClient
+from qm_xarray.plot import label, plan
+from qm_xarray.simulate import Simulation
+from qm_xarray.testing import STREAM_KINDS, make_job
 
 COMMAND = [sys.executable, "-m", "qm_xarray"]
 TIMEOUT = 60
@@ -24,6 +36,28 @@ TIMEOUT = 60
 
 def run(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk of a PNG file (checked to be one)."""
+    data = path.read_bytes()
+    assert len(data) > 100 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", data[:16]
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def read_all(fd: int) -> str:
+    """Everything a child writes to a pseudo-terminal, until it closes it."""
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO once the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
@@ -69,55 +103,80 @@ def server() -> Iterator[Server]:
     srv.stop()
 
 
-def test_demo_shows_growth_and_final_table() -> None:
+def demo_files(out: str) -> tuple[Path, Path]:
+    """The store and PNG paths the demo says it wrote."""
+    store = re.search(r"zarr store: (\S+)", out)
+    png = re.search(r"plot: +(\S+)", out)
+    assert store and png, out
+    return Path(store.group(1)), Path(png.group(1))
+
+
+def test_demo_is_the_tour(tmp_path: Path) -> None:
     start = time.monotonic()
-    result = run("demo")
-    assert time.monotonic() - start < 30
+    result = run("demo", "--out", str(tmp_path))
+    elapsed = time.monotonic() - start
+    assert elapsed < 30
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for step in ("[1] results server listening on 127.0.0.1:", "[2] simulating 'rabi'",
-                 "[3] watching job job-1 over gRPC", "[4] job job-1: done"):
-        assert step in out
+    steps = ["[1] results server listening on 127.0.0.1:", "[2] simulating 'rabi'",
+             f"[3] exporting job job-1 to {tmp_path / 'job-1.zarr'} while it runs",
+             "[4] watching job job-1 over gRPC", "[5] job job-1: done",
+             '[6] lazy dataset: xr.open_dataset(job, engine="qm")',
+             "[7] export followed the job in", "[8] plot of the store (line: I_all, mean over 200 items)",
+             "[9] check: xr.testing.assert_equal(xr.open_zarr(store), live) passed"]
+    positions = [out.index(step) for step in steps]
+    assert positions == sorted(positions)
     progress = re.findall(r"I_all (\d+)/200", out)
     assert len(progress) >= 3 and progress[-1] == "200" and int(progress[0]) < 200
     table = out[out.index("stream  "):].splitlines()
     assert table[0].split() == ["stream", "dtype", "shape", "count/expected", "state"]
-    rows = {line.split()[0]: line.split() for line in table[1:]}
+    rows = {line.split()[0]: line.split() for line in table[1:6]}
     assert rows["I_all"][1:4] == ["<f8", "(50,)", "200/200"] and rows["I_all"][4] == "complete"
     assert rows["iteration"][1:4] == ["<i8", "()", "1/1"]
+    assert "<xarray.Dataset>" in out and "I_all      (I_all_item, I_all_dim_0) float64" in out
+    assert re.search(r"I_all_item 200, Q_all_item 200 items; state done, complete", out)
+    store, png = demo_files(out)
+    assert store == tmp_path / "job-1.zarr" and png == tmp_path / "job-1.png"
+    assert (store / "zarr.json").is_file() and png_size(png) == (800, 600)
+    stored = xr.open_zarr(store)
+    assert stored.attrs["qm_job_state"] == "done" and stored.sizes["I_all_item"] == 200
     assert result.stderr == ""
 
 
-def test_demo_quiet_with_faults() -> None:
+def test_demo_quiet_with_faults_into_a_fresh_directory() -> None:
+    """Without --out the demo writes into a new temporary directory, and says where."""
     result = run("demo", "--experiment", "adc_trace", "--quiet", "--rate", "400",
                  "--param", "n_acquisitions=40", "--dataloss-at", "0.2", "--error-at", "0.5")
     assert result.returncode == 0, result.stderr
-    assert "running" not in result.stdout  # no progress lines
-    assert "job job-1: closed (DATA LOSS; error 1: simulated execution error" in result.stdout
-    assert re.search(r"adc\s+<i2 \+ts\s+\(1000,\)\s+20/40\s+incomplete", result.stdout)
+    store, png = demo_files(result.stdout)
+    try:
+        assert "running" not in result.stdout  # no progress lines
+        assert "job job-1: closed (DATA LOSS; error 1: simulated execution error" in result.stdout
+        assert re.search(r"adc\s+<i2 \+ts\s+\(1000,\)\s+20/40\s+incomplete", result.stdout)
+        assert "state closed, complete" in result.stdout and "passed" in result.stdout
+        assert "(line: adc, mean over 20 items)" in result.stdout
+        assert store.parent == png.parent and store.parent.name.startswith("qm-xarray-demo-")
+        stored = xr.open_zarr(store)
+        assert stored.attrs["qm_has_dataloss"] == 1 and stored.sizes["adc_item"] == 20
+        assert "simulated execution error" in stored.attrs["qm_execution_errors"]
+        assert png_size(png) == (800, 600)
+    finally:
+        shutil.rmtree(store.parent)
 
 
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
-def test_demo_progress_bar_on_a_tty() -> None:
+def test_demo_progress_bar_on_a_tty(tmp_path: Path) -> None:
     master, slave = os.openpty()
     try:
-        proc = subprocess.Popen([*COMMAND, "demo", "--experiment", "single_shot", "--rate", "20000"],
-                                stdout=slave, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([*COMMAND, "demo", "--experiment", "single_shot", "--rate", "20000",
+                                 "--out", str(tmp_path)], stdout=slave, stderr=subprocess.PIPE, text=True)
         os.close(slave)
-        chunks = []
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO once the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
+        out = read_all(master)
         assert proc.wait(timeout=TIMEOUT) == 0
     finally:
         os.close(master)
-    out = b"".join(chunks).decode(errors="replace")
-    assert "100%" in out and "15000/15000" in out and "[4] job job-1: done" in out
+    assert "100%" in out and "15000/15000" in out and "[5] job job-1: done" in out
+    assert "(iq: Q vs I, 5000 shots, coloured by state)" in out
 
 
 def test_serve_simulate_and_stop(server: Server) -> None:
@@ -208,3 +267,258 @@ def test_parser_lists_the_commands() -> None:
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+# ------------------------------------------------------------------- jobs, info, export, plot
+@pytest.fixture(scope="module")
+def filled() -> Iterator[Server]:
+    """A `qm-xarray serve` subprocess holding: every stream kind (done), a single-shot run (done),
+    and a job with data loss and an execution error (closed)."""
+    srv = Server()
+    producer = qx.RemoteStore(srv.address)
+    make_job(producer, 6, job_id="kinds")
+    lossy, _ = make_job(producer, 4, kinds={"I": STREAM_KINDS["I"], "avg": STREAM_KINDS["avg"]},
+                        job_id="lossy", state="running")
+    lossy.mark_dataloss()
+    lossy.add_error("boom", code=7)
+    lossy.cancel()
+    Simulation("single_shot", producer, rate=float("inf"), n_shots=2000, job_id="shots").run()
+    yield srv
+    srv.stop()
+
+
+def run_all(*commands: list[str], env: dict[str, str] | None = None
+            ) -> list[subprocess.CompletedProcess[str]]:
+    """Run commands concurrently (each a `qm-xarray` subprocess), in order of the results."""
+    def one(args: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=TIMEOUT,
+                              env={**os.environ, **(env or {})})
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(one, commands))
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`main(argv)` in this process (the code the subprocess runs, without its start-up time)."""
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_jobs_and_info(filled: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    a = filled.address
+    jobs, info_url = run_all(["jobs", "--address", a], ["info", f"qm://{a}/lossy"])
+    for result in (jobs, info_url):
+        assert result.returncode == 0 and result.stderr == "", result
+    lines = jobs.stdout.splitlines()
+    assert lines[0].split() == ["job", "state", "progress", "streams", "updated", "flags"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert list(rows) == ["kinds", "lossy", "shots"]
+    assert re.match(r"kinds\s+done\s+36/36 \(100%\)\s+10\s", rows["kinds"])
+    assert re.match(r"shots\s+done\s+6000/6000 \(100%\)\s+3\s", rows["shots"])
+    assert re.match(r"lossy\s+closed\s+4/4 \(100%\)\s+2\s.*DATA LOSS; error 7: boom$", rows["lossy"])
+
+    out = info_url.stdout
+    assert out.startswith(f"job lossy ({a}): closed (DATA LOSS; error 7: boom)\n")
+    assert "data loss: yes" in out and "execution errors: error 7: boom" in out
+    table = out[out.index("stream "):].splitlines()
+    assert table[0].split() == ["stream", "mode", "dtype", "shape", "count/expected"]
+    assert table[1].split() == ["I", "save_all", "<f8", "()", "4/4"]
+    assert table[2].split() == ["avg", "save", "<f8", "()", "1/1"]
+
+    code, out, err = run_main(capsys, "jobs", "--address", a, "--json")
+    assert code == 0 and err == ""
+    listed = {j["job_id"]: j for j in json.loads(out)}
+    assert listed["lossy"]["has_dataloss"] is True and listed["lossy"]["state"] == "closed"
+    assert listed["lossy"]["errors"] == [{"code": 7, "severity": "error", "message": "boom"}]
+    assert (listed["shots"]["count"], listed["shots"]["expected"]) == (6000, 6000)
+
+    code, out, err = run_main(capsys, "info", "kinds", "--address", a, "--json")
+    assert code == 0 and err == ""
+    info = json.loads(out)
+    assert info["job_id"] == "kinds" and info["state"] == "done" and info["address"] == a
+    streams = {s["name"]: s for s in info["streams"]}
+    assert list(streams) == list(STREAM_KINDS)
+    for name, kind in STREAM_KINDS.items():
+        s = streams[name]
+        assert (s["dtype"], tuple(s["shape"]), s["timestamps"]) == (kind.dtype, kind.shape, kind.timestamps)
+        assert s["save_mode"] == ("save" if kind.single else "save_all")
+        assert (s["count"], s["expected_count"]) == ((1, 1) if kind.single else (0, 0) if name == "empty"
+                                                     else (6, 6))
+
+
+def test_export_then_plot_and_describe_the_store(filled: Server, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    a, store = filled.address, tmp_path / "shots.zarr"
+    (exported,) = run_all(["export", "shots", str(store), "--address", a, "--json"])
+    assert exported.returncode == 0 and exported.stderr == "", exported
+    result = json.loads(exported.stdout)
+    assert result["complete"] and result["state"] == "done" and result["path"] == str(store)
+    assert result["counts"] == {"I_item": 2000, "Q_item": 2000, "state_item": 2000}
+    assert result["has_dataloss"] is False and result["errors"] == []
+    job = qx.connect(a).job("shots")
+    xr.testing.assert_equal(xr.open_zarr(store), xr.open_dataset(job, engine="qm"))
+
+    (iq,) = run_all(["plot", str(store), "-o", str(tmp_path / "iq.png"), "--size", "640x480"])
+    assert iq.returncode == 0 and iq.stderr == "", iq
+    assert "(640x480 px, iq): Q vs I, 2000 shots, coloured by state" in iq.stdout
+    assert png_size(tmp_path / "iq.png") == (640, 480)
+
+    code, out, err = run_main(capsys, "info", str(store), "--json")
+    assert code == 0 and err == ""
+    described = json.loads(out)
+    assert described["job_id"] == "shots" and described["export_complete"] is True
+    assert [(s["name"], s["count"]) for s in described["streams"]] == \
+        [("I", 2000), ("Q", 2000), ("state", 2000)]
+    code, out, err = run_main(capsys, "plot", "shots", "--address", a, "-o", str(tmp_path / "line.png"),
+                              "--width-px", "500", "--height-px", "300", "--stream", "I")
+    assert (code, err) == (0, "") and "(500x300 px, line): I" in out
+    assert png_size(tmp_path / "line.png") == (500, 300)
+    code, out, err = run_main(capsys, "plot", f"qm://{a}/kinds", "-o", str(tmp_path / "image.png"),
+                              "--stream", "img", "--reduce", "last")
+    assert (code, err) == (0, "") and "(800x600 px, image): img, last of 6 items" in out
+    assert png_size(tmp_path / "image.png") == (800, 600)
+    code, out, err = run_main(capsys, "export", "shots", str(store), "--address", a)
+    assert (code, err) == (0, "") and out.strip().endswith("already complete, nothing written")
+
+
+def test_export_follows_a_running_job(filled: Server, tmp_path: Path) -> None:
+    sim = Simulation("single_shot", qx.RemoteStore(filled.address), rate=3000, n_shots=6000,
+                     job_id="follow").start()
+    store = tmp_path / "follow.zarr"
+    result = run("export", "follow", str(store), "--follow", "--every", "0.1", "--address",
+                 filled.address, "--timeout", "40")
+    assert sim.join(10) and sim.state == "done"
+    assert result.returncode == 0 and result.stderr == "", result
+    assert result.stdout == (f"exported job follow (done) to {store}: I_item 6000, Q_item 6000, "
+                             "state_item 6000 items; complete\n")
+    stored = xr.open_zarr(store)
+    assert stored.attrs["qm_job_state"] == "done"
+    xr.testing.assert_equal(stored, xr.open_dataset(qx.connect(filled.address).job("follow"), engine="qm"))
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_export_progress_bar_on_a_tty(filled: Server, tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen([*COMMAND, "export", "kinds", str(tmp_path / "k.zarr"), "--address",
+                                 filled.address], stdout=subprocess.PIPE, stderr=slave, text=True)
+        os.close(slave)
+        err = read_all(master)
+        assert proc.wait(timeout=TIMEOUT) == 0
+    finally:
+        os.close(master)
+    frames = [f for f in err.replace("\r", "\n").splitlines() if "export kinds" in f]
+    assert frames and "100%" in frames[-1] and "36.0/36.0" in frames[-1]
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, +[\d.]+k?item/s\]", frames[-1])  # elapsed<ETA, rate
+
+
+def test_errors_of_the_data_commands(filled: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    a = filled.address
+    # as subprocesses: an unknown job, an unreachable server, a bad path
+    results = run_all(["info", "nope", "--address", a], ["jobs", "--address", "127.0.0.1:1"],
+                      ["plot", str(tmp_path / "missing.zarr"), "-o", str(tmp_path / "x.png")])
+    for result, text in zip(results, ["no job 'nope' on " + a, "cannot reach a results server at 127.0.0.1:1",
+                                      "no such zarr store"]):
+        assert_one_line_error(result, 1, text)
+
+    # the rest in this process (same code, same handler in main)
+    (tmp_path / "notes.txt").write_text("not a store")
+    silent = socket.socket()  # accepts connections, never answers: a server that hangs
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    quiet = f"127.0.0.1:{silent.getsockname()[1]}"
+    monkeypatch.setattr("qm_xarray.cli.CONNECT_TIMEOUT", 1.0)
+    cases = [
+        (["export", "nope", str(tmp_path / "nope.zarr"), "--address", a], "no job 'nope' on " + a),
+        (["plot", "nope", "--address", a, "-o", str(tmp_path / "x.png")], "no job 'nope' on " + a),
+        (["info", "kinds", "--address", quiet],
+         f"cannot reach a results server at {quiet}: no answer within 1 s"),
+        (["export", "kinds", str(tmp_path / "q.zarr"), "--address", quiet], "no answer within 1 s"),
+        (["plot", str(tmp_path / "notes.txt"), "-o", str(tmp_path / "x.png")],
+         "notes.txt is not a zarr store"),
+        (["info", str(tmp_path / "missing.zarr")], "no such zarr store"),
+        (["export", "kinds", str(tmp_path / "notes.txt"), "--address", a],
+         "notes.txt is a file, not a zarr store"),
+        (["export", "kinds", str(tmp_path), "--address", a], "exists and is not a zarr store"),
+        (["plot", "kinds", "--address", a, "-o", str(tmp_path / "no" / "dir" / "x.png")], "no directory"),
+        (["plot", "kinds", "--address", a, "-o", str(tmp_path / "x.png"), "--stream", "nope"],
+         "no stream 'nope'; streams: I, c, ts, avg"),
+        (["plot", "kinds", "--address", a, "-o", str(tmp_path / "x.png"), "--stream", "avg"],
+         "stream 'avg' holds one value"),
+    ]
+    try:
+        for argv, text in cases:
+            start = time.monotonic()
+            code, out, err = run_main(capsys, *argv)
+            assert time.monotonic() - start < 10, argv
+            assert code == 1 and out == "" and "Traceback" not in err, (argv, err)
+            assert len(err.strip().splitlines()) == 1 and text in err, (argv, err)
+    finally:
+        silent.close()
+    assert not (tmp_path / "nope.zarr").exists() and not (tmp_path / "q.zarr").exists()
+    assert (tmp_path / "notes.txt").read_text() == "not a store"
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["plot", "j", "-o", "x.png", "--size", "10x10"], "width must be between 50 and 20000"),
+    (["plot", "j", "-o", "x.png", "--size", "big"], "--size takes WIDTHxHEIGHT"),
+    (["plot", "j", "-o", "x.png", "--size", "100x100", "--width-px", "80"], "not both"),
+    (["plot", "j", "-o", "x.png", "--stream", "a", "--stream", "b", "--stream", "c"], "an I/Q pair"),
+    (["export", "j", "s.zarr", "--every", "0"], "--every must be a positive"),
+    (["export", "j", "s.zarr", "--timeout", "-1"], "--timeout must be a positive"),
+    (["info", "qm://127.0.0.1:9510"], "names no job"),
+])
+def test_bad_data_command_options(argv: list[str], text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and text in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- plot forms
+def stream(values: object, dims: tuple[str, ...], mode: str, **attrs: object) -> xr.DataArray:
+    return xr.DataArray(np.asarray(values), dims=dims, attrs={"qm_save_mode": mode, **attrs})
+
+
+def test_plot_forms() -> None:
+    rng = np.random.default_rng(0)
+    shots = xr.Dataset({"I": stream(rng.normal(size=50), ("I_item",), "save_all"),
+                        "Q": stream(rng.normal(size=50), ("Q_item",), "save_all"),
+                        "state": stream(rng.random(50) < 0.5, ("state_item",), "save_all")})
+    p = plan(shots)
+    assert p.kind == "iq" and p.color is not None and p.what == "Q vs I, 50 shots, coloured by state"
+    assert plan(shots, ["I"]).kind == "line" and plan(shots, ["state"]).arrays[0].dtype.kind == "i"
+    with pytest.raises(ValueError, match="not an I/Q pair"):
+        plan(shots.isel(Q_item=slice(0, 10)), ["I", "Q"])
+
+    rabi = xr.Dataset({"I": stream(rng.normal(size=20), ("I_dim_0",), "save"),
+                       "I_all": stream(rng.normal(size=(7, 20)), ("I_all_item", "I_all_dim_0"), "save_all"),
+                       "n": stream(6, (), "save")})
+    assert plan(rabi).kind == "line" and plan(rabi).what == "I_all, mean over 7 items"  # save_all first
+    assert plan(rabi, ["I"]).kind == "line" and plan(rabi, ["I"]).what == "I"
+    assert plan(rabi, ["I_all"], "none").kind == "image"
+    assert plan(rabi, ["I_all"], "last").what == "I_all, last of 7 items"
+    with pytest.raises(ValueError, match=r"holds one value \(6\)"):
+        plan(rabi, ["n"])
+
+    frames = xr.Dataset({"img": stream(rng.normal(size=(3, 4, 5)), ("f", "r", "c"), "save_all")})
+    assert plan(frames).kind == "image" and plan(frames).arrays[0].dims == ("r", "c")
+    with pytest.raises(ValueError, match="3 dimensions"):
+        plan(frames, reduce="none")
+    with pytest.raises(ValueError, match="no data yet"):
+        plan(xr.Dataset({"e": stream(np.zeros(0), ("e_item",), "save_all")}), ["e"])
+    with pytest.raises(KeyError, match="no stream 'x'"):
+        plan(frames, ["x"])
+
+
+def test_plot_labels_come_from_the_dataset(tmp_path: Path) -> None:
+    from qm_xarray.plot import plot
+
+    amplitude = xr.DataArray(np.linspace(0, 1, 20), dims="amp",
+                             attrs={"long_name": "Amplitude", "units": "V"})
+    ds = xr.Dataset({"I": stream(np.sin(np.arange(20)), ("amp",), "save", long_name="In-phase", units="V")},
+                    coords={"amp": amplitude}, attrs={"qm_job_id": "j", "qm_job_state": "done"})
+    assert label(ds["I"]) == "In-phase [V]" and label(ds["amp"]) == "Amplitude [V]"
+    assert label(xr.DataArray([1], name="plain")) == "plain"
+    drawn = plot(ds, tmp_path / "l.png", width_px=333, height_px=211)
+    assert drawn.kind == "line" and png_size(tmp_path / "l.png") == (333, 211)

@@ -8,6 +8,7 @@ equals an uninterrupted export.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -18,9 +19,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..errors import QMTimeoutError
+from ..errors import QMTimeoutError, QmValueError
 from ..lazy.snapshot import resolve_job
-from .store import COMMITTED, ExportStore, NotOurStoreError, default_compressors
+from .store import COMMITTED, COMPLETE, ExportStore, NotOurStoreError, default_compressors
 
 __all__ = ["export_zarr", "ExportResult"]
 
@@ -56,13 +57,20 @@ def export_zarr(job: Any, store: str | Path, *, follow: bool = False, every: flo
     job_id = ds.attrs["qm_job_id"]
     result = ExportResult(str(out.path), job_id, ds.attrs["qm_job_state"], {})
     committed = _prepare(out, ds, job_id, compression, result)
-    bar = _progress_bar(ds, progress)
+    if result.complete:  # a finished export of the ended job: nothing to write
+        return result
+    bar = _progress_bar(ds, progress, committed)
     try:
         while True:
             result.rounds += 1
             for dim, count in ds.encoding["qm_item_dims"].items():
                 committed.setdefault(dim, 0)
-                _ensure_variables(out, ds, dim, compression)
+                if count < committed[dim]:
+                    raise QmValueError(
+                        f"{out.path} holds {committed[dim]} items along {dim!r} but job {job_id!r} "
+                        f"now has {count} (a stream joined an aligned dimension, or another job "
+                        f"with the same id?); export to a new store")
+                _ensure_variables(out, ds, dim, committed[dim], compression)
                 while committed[dim] < count:
                     stop = _piece_stop(ds, dim, committed[dim], count)
                     names = [n for n, v in ds.variables.items() if v.dims[:1] == (dim,)]
@@ -72,9 +80,12 @@ def export_zarr(job: Any, store: str | Path, *, follow: bool = False, every: flo
                         bar.update(stop - committed[dim])
                     committed[dim] = stop
                     out.set_attrs({COMMITTED: dict(committed)})  # the commit point
-            fixed = {n: v.values for n, v in ds.variables.items()
-                     if not (v.dims[:1] and v.dims[0] in ds.encoding["qm_item_dims"])}
-            out.overwrite({n: v for n, v in fixed.items() if n in out.group("r")})
+            fixed = [n for n, v in ds.variables.items()
+                     if not (v.dims[:1] and v.dims[0] in ds.encoding["qm_item_dims"])]
+            _ensure_fixed(out, ds, fixed, compression)
+            out.overwrite({n: ds.variables[n].values for n in fixed if n in out.group("r")})
+            out.set_variable_attrs({str(n): {k: v for k, v in var.attrs.items() if k.startswith("qm_")}
+                                    for n, var in ds.variables.items()})
             out.set_attrs({**ds.attrs, COMMITTED: dict(committed)})
             result.state, result.counts = ds.attrs["qm_job_state"], dict(committed)
             if ds.attrs["qm_job_state"] != "running":
@@ -98,17 +109,29 @@ def _open(job: Any, chunk_bytes: int | None, options: dict[str, Any]) -> xr.Data
 
 def _prepare(out: ExportStore, ds: xr.Dataset, job_id: str, compression: str | None,
              result: ExportResult) -> dict[str, int]:
-    """Start a new store, or resume one: check it is this job's, repair a half-written append."""
+    """Start a new store, or resume one: check it is this job's, repair a half-written append.
+
+    A finished export (consolidated) of a job that has ended with the same counts is left as it
+    is: `result.complete` is set and nothing is written.
+    """
     compressors = default_compressors(compression)
     item_chunks = _item_chunks(ds)
+    if out.path.exists() and not out.path.is_dir():
+        raise NotOurStoreError(f"{out.path} is a file, not a zarr store; choose another path")
     if out.exists():
         out.check_job(job_id)
         committed = out.committed()
-        if committed is None:  # interrupted while writing the template: nothing was committed
+        if committed is None:  # an export of this job from before templates were moved into place
             shutil.rmtree(out.path)
         else:
             result.resumed = True
-            if out.attrs().get("qm_export_complete"):
+            attrs = out.attrs()
+            if attrs.get(COMPLETE):
+                if (ds.attrs["qm_job_state"] != "running" and out.is_consolidated()
+                        and committed == ds.encoding["qm_item_dims"]):
+                    result.state, result.counts = attrs.get("qm_job_state", ""), dict(committed)
+                    result.complete = True
+                    return committed
                 out.unfinalize()
             result.repaired = out.repair(committed)
             return committed
@@ -119,26 +142,56 @@ def _prepare(out: ExportStore, ds: xr.Dataset, job_id: str, compression: str | N
 
 
 def _item_chunks(ds: xr.Dataset) -> dict[str, int]:
-    """Zarr chunk length per item dimension: the fetch page of the lazy layer."""
-    chunks = {}
+    """Zarr chunk length per item dimension: the fetch page of the lazy layer, the smallest of the
+    variables along the dimension (that of the largest items), so that no chunk is much larger
+    than a page (a timestamp coordinate pages many more items than its 2-D value variable)."""
+    chunks: dict[str, int] = {}
     for var in ds.variables.values():
         preferred = var.encoding.get("preferred_chunks", {})
         for dim, size in preferred.items():
-            chunks[dim] = max(chunks.get(dim, 0), int(size))
+            chunks[dim] = min(chunks.get(dim, int(size)), int(size))
     return {dim: chunks.get(dim, 1) for dim in ds.encoding["qm_item_dims"]}
 
 
-def _ensure_variables(out: ExportStore, ds: xr.Dataset, dim: str, compression: str | None) -> None:
-    """Streams declared after the export started get their arrays (zero items) on first sight."""
+def _encoding(ds: xr.Dataset, names: list[str], compression: str | None) -> dict[str, dict[str, Any]]:
+    chunks = _item_chunks(ds)
+    encoding: dict[str, dict[str, Any]] = {}
+    for name in names:
+        var = ds.variables[name]
+        enc: dict[str, Any] = {"compressors": default_compressors(compression)}
+        if var.ndim:
+            enc["chunks"] = tuple(max(int(chunks.get(d, var.sizes[d])), 1) for d in var.dims)
+        encoding[name] = enc
+    return encoding
+
+
+def _subset(ds: xr.Dataset, names: list[str]) -> xr.Dataset:
+    """The variables `names` of `ds` and none other (their coordinates stay coordinates)."""
+    sub = ds[names]
+    return sub.drop_vars([n for n in sub.variables if n not in names])
+
+
+def _ensure_variables(out: ExportStore, ds: xr.Dataset, dim: str, committed: int,
+                      compression: str | None) -> None:
+    """Streams declared after the export started get their arrays on first sight, holding the
+    items already committed along `dim` (zero, unless they joined a shared, aligned dimension)."""
     group = out.group("r")
-    missing = [n for n, v in ds.variables.items() if v.dims[:1] == (dim,) and n not in group]
+    missing = [str(n) for n, v in ds.variables.items() if v.dims[:1] == (dim,) and n not in group]
     if missing:
-        empty = ds[missing].isel({dim: slice(0, 0)}).load()
-        chunk = _item_chunks(ds)[dim]
-        encoding = {n: {"chunks": (chunk, *empty[n].shape[1:]) if empty[n].ndim > 1 else (chunk,),
-                        "compressors": default_compressors(compression)} for n in missing}
-        empty.drop_attrs().to_zarr(str(out.path), mode="a", consolidated=False, zarr_format=3,
-                                   encoding=encoding)
+        prefix = _subset(ds, missing).isel({dim: slice(0, committed)}).load()
+        out.add_variables(prefix, _encoding(ds, missing, compression))
+
+
+def _ensure_fixed(out: ExportStore, ds: xr.Dataset, names: list[str], compression: str | None) -> None:
+    """`save` streams (and other non-growing variables) declared after the export started, and
+    those whose dtype changed: a `save` stream with no value yet is NaN (float) in the dataset,
+    and takes the stream's dtype once it has one."""
+    group = out.group("r")
+    stored = {str(n): a.dtype for n, a in group.arrays()}
+    write = [str(n) for n in names if (ds.variables[n].ndim or n in ds.data_vars)
+             and (str(n) not in stored or stored[str(n)] != ds.variables[n].dtype)]
+    if write:
+        out.add_variables(_subset(ds, write).load(), _encoding(ds, write, compression))
 
 
 def _piece_stop(ds: xr.Dataset, dim: str, start: int, count: int) -> int:
@@ -149,14 +202,27 @@ def _piece_stop(ds: xr.Dataset, dim: str, start: int, count: int) -> int:
     return min(count, start + items)
 
 
-def _progress_bar(ds: xr.Dataset, progress: bool | None) -> Any:
+def _progress_bar(ds: xr.Dataset, progress: bool | None, committed: dict[str, int]) -> Any:
+    """A tqdm bar on stderr (rate and ETA) over the expected items of the growing dimensions."""
     if progress is None:
         progress = sys.stderr.isatty()
     if not progress:
         return None
     from tqdm import tqdm
 
-    expected = {n: ds[n].attrs.get("qm_expected_count", 0) for n in ds.data_vars
-                if ds[n].attrs.get("qm_save_mode") == "save_all"}
+    dims = ds.encoding["qm_item_dims"]
+    expected: dict[str, int] = {}  # per item dimension: streams aligned on one dimension count once
+    for var in ds.data_vars.values():
+        if var.dims[:1] and var.dims[0] in dims:
+            expected[var.dims[0]] = max(expected.get(var.dims[0], 0),
+                                        int(var.attrs.get("qm_expected_count", 0)))
     total = sum(expected.values()) or None
-    return tqdm(total=total, unit="item", desc=f"export {ds.attrs['qm_job_id']}", leave=False)
+    done = sum(committed.get(dim, 0) for dim in dims)
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        size = os.terminal_size((0, 0))
+    # a new pseudo-terminal reports 0 x 0, and tqdm then draws nothing
+    sized = {"dynamic_ncols": True} if size.columns >= 20 and size.lines > 2 else {"ncols": 100, "nrows": 24}
+    return tqdm(total=total, initial=done, unit="item", unit_scale=True, **sized,
+                desc=f"export {ds.attrs['qm_job_id']}", leave=True)

@@ -4,11 +4,18 @@ Layout: the same variables, dims, coords and attrs as `xr.open_dataset(job, engi
 by xarray once (the template, zero items), then grown with zarr directly. The root attribute
 `qm_committed` ({item dim: count}) is written only after the data it covers, so an interrupted
 export is repaired on resume by cutting every array back to its committed count.
+
+Whatever xarray writes (the template, variables of streams declared later) is written into a
+hidden sibling directory first and moved into place with one rename per array or store, so a kill
+never leaves a half-made template, and xarray never rewrites the root attributes of a live store
+(`to_zarr(mode="a")` replaces them, which would drop the commit marker).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -55,6 +62,9 @@ class ExportStore:
     def attrs(self) -> dict[str, Any]:
         return dict(self.group("r").attrs)
 
+    def is_consolidated(self) -> bool:
+        return "consolidated_metadata" in json.loads((self.path / "zarr.json").read_text())
+
     def committed(self) -> dict[str, int] | None:
         """Committed item counts per item dimension; None if the template was never finished."""
         value = self.attrs().get(COMMITTED)
@@ -68,8 +78,15 @@ class ExportStore:
                 f", not job {job_id!r}; choose another path")
 
     # -- writing -------------------------------------------------------------------------------
+    def _scratch(self) -> Path:
+        """A hidden sibling directory for xarray writes, emptied first (a killed run may leave one)."""
+        scratch = self.path.parent / f".{self.path.name}.qm-partial"
+        shutil.rmtree(scratch, ignore_errors=True)
+        return scratch
+
     def write_template(self, ds: xr.Dataset, item_dims: dict[str, int], compressors: Any) -> None:
-        """Write every variable with zero items (metadata, coords, `save` values); then mark it."""
+        """Write every variable with zero items (metadata, coords, `save` values), marked as
+        committed at zero, beside the target; then move it into place in one rename."""
         empty = ds.isel({dim: slice(0, 0) for dim in item_dims}).load()
         encoding = {}
         for name, var in empty.variables.items():
@@ -81,14 +98,46 @@ class ExportStore:
                           for d in var.dims]
                 enc["chunks"] = tuple(max(int(c), 1) for c in chunks)
             encoding[name] = enc
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = self._scratch()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)
-            empty.to_zarr(str(self.path), mode="w-", consolidated=False, zarr_format=3,
+            empty.to_zarr(str(scratch), mode="w-", consolidated=False, zarr_format=3,
                           encoding=encoding)
-        self.set_attrs({COMMITTED: dict.fromkeys(item_dims, 0)})
+        zarr.open_group(str(scratch), mode="r+", zarr_format=3).attrs.update(  # type: ignore[arg-type]
+            {COMMITTED: dict.fromkeys(item_dims, 0)})
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()  # an empty directory made for the export
+        os.replace(scratch, self.path)
+
+    def add_variables(self, ds: xr.Dataset, encoding: dict[str, dict[str, Any]]) -> None:
+        """Add (or replace) the variables of `ds`, with whatever items they hold, one rename per
+        array; the root attributes are not touched. A replaced array is moved out of the way first
+        (a kill in between leaves it missing, and the next run adds it again)."""
+        scratch = self._scratch()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)
+                ds.drop_attrs(deep=False).to_zarr(str(scratch), mode="w-", consolidated=False,
+                                                   zarr_format=3, encoding=encoding)
+            for name in map(str, ds.variables):
+                if (scratch / name).is_dir():
+                    if (self.path / name).exists():
+                        os.replace(self.path / name, scratch / f"{name}.old")
+                    os.replace(scratch / name, self.path / name)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def set_attrs(self, attrs: dict[str, Any]) -> None:
         self.group().attrs.update(attrs)
+
+    def set_variable_attrs(self, attrs: dict[str, dict[str, Any]]) -> None:
+        """Update the attributes of variables whose stored ones differ (e.g. `qm_count`)."""
+        group = self.group()
+        for name, array in group.arrays():
+            new = attrs.get(name)
+            if new and any(array.attrs.get(k) != v for k, v in new.items()):
+                array.attrs.update(new)
 
     def repair(self, committed: dict[str, int]) -> list[str]:
         """Cut arrays along item dims back to the committed counts; returns what was repaired."""
