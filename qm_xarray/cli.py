@@ -272,15 +272,15 @@ def _connected(address: str, jobs_service: bool = False) -> Iterator[Connection]
     try:
         try:
             JobsClient(details).server_info(timeout=CONNECT_TIMEOUT)
-        except QMTimeoutError:
-            raise QMConnectionError(f"cannot reach a results server at {address}: no answer within "
-                                    f"{CONNECT_TIMEOUT:g} s") from None
-        except QMConnectionError as exc:
+        except QMConnectionError as exc:  # refused (retried until the deadline), reset, ...
             if "UNIMPLEMENTED" not in str(exc):
                 raise QMConnectionError(f"cannot reach a results server at {address}: {exc}") from None
             if jobs_service:
                 raise QMConnectionError(f"the server at {address} has no qm-xarray jobs service "
                                         f"(a QM server?): cannot list or describe its jobs") from None
+        except QMTimeoutError:  # connected, but no answer
+            raise QMConnectionError(f"cannot reach a results server at {address}: no answer within "
+                                    f"{CONNECT_TIMEOUT:g} s") from None
         yield Connection(details)
     finally:
         close_channels(details)

@@ -416,8 +416,11 @@ def test_errors_of_the_data_commands(filled: Server, tmp_path: Path, capsys: pyt
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     a = filled.address
     # as subprocesses: an unknown job, an unreachable server, a bad path
+    start = time.monotonic()
     results = run_all(["info", "nope", "--address", a], ["jobs", "--address", "127.0.0.1:1"],
-                      ["plot", str(tmp_path / "missing.zarr"), "-o", str(tmp_path / "x.png")])
+                      ["plot", str(tmp_path / "missing.zarr"), "-o", str(tmp_path / "x.png")],
+                      env={"QM_XARRAY_CONNECT_TIMEOUT": "1"})  # a refused connection is retried until then
+    assert time.monotonic() - start < 30
     for result, text in zip(results, ["no job 'nope' on " + a, "cannot reach a results server at 127.0.0.1:1",
                                       "no such zarr store"]):
         assert_one_line_error(result, 1, text)
@@ -432,9 +435,9 @@ def test_errors_of_the_data_commands(filled: Server, tmp_path: Path, capsys: pyt
     cases = [
         (["export", "nope", str(tmp_path / "nope.zarr"), "--address", a], "no job 'nope' on " + a),
         (["plot", "nope", "--address", a, "-o", str(tmp_path / "x.png")], "no job 'nope' on " + a),
-        (["info", "kinds", "--address", quiet],
-         f"cannot reach a results server at {quiet}: no answer within 1 s"),
-        (["export", "kinds", str(tmp_path / "q.zarr"), "--address", quiet], "no answer within 1 s"),
+        (["info", "kinds", "--address", quiet], f"cannot reach a results server at {quiet}: "),
+        (["export", "kinds", str(tmp_path / "q.zarr"), "--address", quiet],
+         f"cannot reach a results server at {quiet}: "),
         (["plot", str(tmp_path / "notes.txt"), "-o", str(tmp_path / "x.png")],
          "notes.txt is not a zarr store"),
         (["info", str(tmp_path / "missing.zarr")], "no such zarr store"),

@@ -47,7 +47,9 @@ def export_zarr(job: Any, store: str | Path, *, follow: bool = False, every: flo
     """Write every stream of `job` to a zarr v3 store at `store` (the layout of engine "qm").
 
     With `follow`, keep appending new items until the job is done or closed (or `timeout`
-    passes: `QMTimeoutError`), then record the final state. Rerunning on the same store resumes.
+    passes: `QMTimeoutError`), then record the final state. Rerunning on the same store resumes;
+    on a finished export of an ended job it writes nothing. `progress` shows a tqdm bar on stderr
+    (rate and ETA from the streams' expected counts; None: only when stderr is a terminal).
     `open_options` are those of `xr.open_dataset(job, engine="qm", ...)` (dims, coords, align...).
     """
     job = resolve_job(job)
