@@ -126,6 +126,7 @@ def _prepare(out: ExportStore, ds: xr.Dataset, job_id: str, compression: str | N
         if committed is None:  # an export of this job from before templates were moved into place
             shutil.rmtree(out.path)
         else:
+            _check_layout(out, ds)
             result.resumed = True
             attrs = out.attrs()
             if attrs.get(COMPLETE):
@@ -141,6 +142,16 @@ def _prepare(out: ExportStore, ds: xr.Dataset, job_id: str, compression: str | N
         raise NotOurStoreError(f"{out.path} exists and is not a zarr store; choose another path")
     out.write_template(ds, item_chunks, compressors)
     return dict.fromkeys(item_chunks, 0)
+
+
+def _check_layout(out: ExportStore, ds: xr.Dataset) -> None:
+    """Resuming with other options (dims, align...) would write one layout into another: refuse."""
+    stored = out.dimension_names()
+    differ = [f"{n}: {stored[str(n)]} in the store, {v.dims} now" for n, v in ds.variables.items()
+              if str(n) in stored and tuple(stored[str(n)]) != tuple(map(str, v.dims))]
+    if differ:
+        raise NotOurStoreError(f"{out.path} was exported with other options ({'; '.join(differ[:3])}); "
+                               "resume with the same options, or export to a new store")
 
 
 def _item_chunks(ds: xr.Dataset) -> dict[str, int]:

@@ -65,6 +65,11 @@ class ExportStore:
     def is_consolidated(self) -> bool:
         return "consolidated_metadata" in json.loads((self.path / "zarr.json").read_text())
 
+    def dimension_names(self) -> dict[str, tuple[str, ...]]:
+        """The dimensions of every array, by name."""
+        return {str(name): tuple(array.metadata.dimension_names or ())
+                for name, array in self.group("r").arrays()}
+
     def committed(self) -> dict[str, int] | None:
         """Committed item counts per item dimension; None if the template was never finished."""
         value = self.attrs().get(COMMITTED)

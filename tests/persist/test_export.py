@@ -259,6 +259,21 @@ def test_other_paths_are_refused(store: qx.ResultStore, server: qx.ResultsServer
     assert_store_equals_live(tmp_path / "empty", job)
 
 
+def test_resuming_with_other_options_is_refused(store: qx.ResultStore, server: qx.ResultsServer,
+                                                tmp_path: Path) -> None:
+    job_id = new_id("layout")
+    kinds = {"I": STREAM_KINDS["I"], "flags": STREAM_KINDS["flags"]}
+    make_job(store, 5, kinds=kinds, job_id=job_id, state="running")
+    job = job_of(server, job_id)
+    export_zarr(job, tmp_path / "s.zarr")
+    before = tree_digest(tmp_path / "s.zarr")
+    with pytest.raises(NotOurStoreError, match="exported with other options"):
+        export_zarr(job, tmp_path / "s.zarr", align=True)
+    with pytest.raises(NotOurStoreError, match="exported with other options"):
+        export_zarr(job, tmp_path / "s.zarr", dims={"I": ("shot",)})
+    assert tree_digest(tmp_path / "s.zarr") == before
+
+
 # ------------------------------------------------------------------------------------ repairs
 def test_half_written_append_is_repaired_on_resume(store: qx.ResultStore, server: qx.ResultsServer,
                                                    tmp_path: Path) -> None:
