@@ -44,6 +44,8 @@ def status_of(exc: BaseException) -> grpc.StatusCode:
 def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
     if context.code() is not None:  # already aborted with its own status (e.g. a bad request)
         raise exc
+    if isinstance(exc, grpc.RpcError):  # grpc's own signal: the client cancelled or went away
+        raise exc  # mid-request (e.g. a producer killed mid-append); grpc ends the call quietly
     code = status_of(exc)
     if code is grpc.StatusCode.INTERNAL:
         log.exception("internal error while serving a request")
