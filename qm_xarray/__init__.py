@@ -1,14 +1,18 @@
 """qm_xarray: Quantum Machines result streams, faithfully and lazily, from a results server into analysis.
 
-Public surface (see docs/ and shared design): `ResultStore` and `serve` (the results server),
-the simulator, and (in later layers) the client, the results API and the lazy xarray layer.
+The public names below load on first use (PEP 562), so that importing the package — which xarray
+does for every installed engine — stays cheap. Layers, bottom up: `ResultStore`/`serve` (the
+results server), the simulator and remote producer, the client (`connect`, `StreamsManager`...),
+the lazy layer (`open_dataset`, `to_dask`, `snapshot`, `refresh`, `watch`) and `export_zarr`.
 """
 
 from __future__ import annotations
 
-from ._version import __version__
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .errors import (  # noqa: E402
+from ._version import __version__
+from .errors import (
     DataFetchingError,
     QmInvalidSchemaError,
     QmQuaException,
@@ -16,54 +20,49 @@ from .errors import (  # noqa: E402
     QMTimeoutError,
     StreamProcessingDataLossError,
 )
-from .client import ConnectionDetails, JobResultApi, JobResultServiceApi, QopCaps, ServerCapabilities  # noqa: E402
-from .connect import Connection, Job, connect  # noqa: E402
-from .lazy import JobSnapshot, open_dataset, refresh, snapshot, to_dask, watch  # noqa: E402
-from .persist import export_zarr  # noqa: E402
-from .producer import RemoteStore  # noqa: E402
-from .results import (  # noqa: E402
-    BaseSingleStreamFetcher,
-    SingleStreamMultipleResultFetcher,
-    SingleStreamSingleResultFetcher,
-    StreamsManager,
-)
-from .server import JobWriter, ResultsServer, ResultStore, StreamWriter, serve  # noqa: E402
-from .simulate import EXPERIMENTS, Simulation, simulate  # noqa: E402
 
-__all__ = [
-    "BaseSingleStreamFetcher",
-    "Connection",
-    "ConnectionDetails",
-    "DataFetchingError",
-    "Job",
-    "JobResultApi",
-    "JobResultServiceApi",
-    "QopCaps",
-    "ServerCapabilities",
-    "SingleStreamMultipleResultFetcher",
-    "SingleStreamSingleResultFetcher",
-    "StreamsManager",
-    "JobSnapshot",
-    "connect",
-    "export_zarr",
-    "open_dataset",
-    "refresh",
-    "snapshot",
-    "to_dask",
-    "watch",
-    "EXPERIMENTS",
-    "JobWriter",
-    "QMConnectionError",
-    "QMTimeoutError",
-    "QmInvalidSchemaError",
-    "QmQuaException",
-    "RemoteStore",
-    "ResultStore",
-    "ResultsServer",
-    "Simulation",
-    "StreamProcessingDataLossError",
-    "StreamWriter",
-    "__version__",
-    "serve",
-    "simulate",
-]
+_LAZY = {
+    ".client": ("ConnectionDetails", "JobResultApi", "JobResultServiceApi", "QopCaps",
+                "ServerCapabilities"),
+    ".session": ("Connection", "Job", "connect"),
+    ".lazy": ("JobSnapshot", "open_dataset", "refresh", "snapshot", "to_dask", "watch"),
+    ".persist": ("export_zarr",),
+    ".producer": ("RemoteStore",),
+    ".results": ("BaseSingleStreamFetcher", "SingleStreamMultipleResultFetcher",
+                 "SingleStreamSingleResultFetcher", "StreamsManager"),
+    ".server": ("JobWriter", "ResultsServer", "ResultStore", "StreamWriter", "serve"),
+    ".simulator": ("EXPERIMENTS", "Simulation", "simulate"),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+__all__ = ["DataFetchingError", "QMConnectionError", "QMTimeoutError", "QmInvalidSchemaError",
+           "QmQuaException", "StreamProcessingDataLossError", "__version__", *sorted(_WHERE)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qm_xarray' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .client import ConnectionDetails, JobResultApi, JobResultServiceApi, QopCaps, ServerCapabilities
+    from .session import Connection, Job, connect
+    from .lazy import JobSnapshot, open_dataset, refresh, snapshot, to_dask, watch
+    from .persist import export_zarr
+    from .producer import RemoteStore
+    from .results import (
+        BaseSingleStreamFetcher,
+        SingleStreamMultipleResultFetcher,
+        SingleStreamSingleResultFetcher,
+        StreamsManager,
+    )
+    from .server import JobWriter, ResultsServer, ResultStore, StreamWriter, serve
+    from .simulator import EXPERIMENTS, Simulation, simulate

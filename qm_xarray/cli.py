@@ -31,12 +31,12 @@ from typing import Any, TextIO
 from . import __version__
 from .client.connection import ConnectionDetails, close_channels, parse_address
 from .client.jobs import JobsClient, JobSummary
-from .connect import Connection
+from .session import Connection
 from .errors import JobNotFoundError, QMConnectionError, QmQuaException, QMTimeoutError, QmValueError
 from .producer import RemoteStore
 from .server.app import ResultsServer
 from .server.store import ResultStore
-from .simulate import EXPERIMENTS, Simulation
+from .simulator import EXPERIMENTS, Simulation
 
 __all__ = ["main", "build_parser"]
 

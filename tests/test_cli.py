@@ -27,7 +27,7 @@ from qm_xarray.cli import build_parser, main
 from qm_xarray.client.connection import ConnectionDetails, close_channels
 from qm_xarray.client.jobs import JobsClient
 from qm_xarray.plot import label, plan
-from qm_xarray.simulate import Simulation
+from qm_xarray.simulator import Simulation
 from qm_xarray.testing import STREAM_KINDS, make_job
 
 COMMAND = [sys.executable, "-m", "qm_xarray"]

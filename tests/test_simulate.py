@@ -12,7 +12,7 @@ import pytest
 import qm_xarray as qx
 from qm_xarray.errors import JobFinishedError
 from qm_xarray.server.store import JobState
-from qm_xarray.simulate import EXPERIMENT_CLASSES, Simulation, simulate
+from qm_xarray.simulator import EXPERIMENT_CLASSES, Simulation, simulate
 
 FAST = math.inf
 SMALL = {  # size options that keep every run tiny

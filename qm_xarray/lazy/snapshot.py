@@ -20,7 +20,7 @@ import numpy as np
 from ..client import Header, JobResultApi, SchemaItem
 from ..client._base import VERY_LONG_TIME, Backoff
 from ..client.assembly import to_array
-from ..connect import Job, connect
+from ..session import Job, connect
 from ..errors import QmKeyError, QMTimeoutError, QmTypeError, QmValueError
 from ..results import MultipleStreamsFetcher, StreamsManager
 from ..results.postprocess import postprocess_single

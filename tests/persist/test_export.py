@@ -18,7 +18,7 @@ import zarr
 
 import qm_xarray as qx
 from qm_xarray.persist import ExportStore, NotOurStoreError, export_zarr
-from qm_xarray.simulate import Simulation
+from qm_xarray.simulator import Simulation
 from qm_xarray.testing import STREAM_KINDS, StreamKind, make_items, make_job
 
 pytestmark = pytest.mark.filterwarnings(
