@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -145,10 +147,58 @@ def unary(fn: Callable[..., Any], request_cls: Any, raw: bool = False) -> grpc.R
         response_serializer=None if raw else _serialize)
 
 
+class StallWatchdog:
+    """Cancels data streams whose client has stopped reading, so they give their thread back.
+
+    grpc pulls the next message from a handler only once the previous one was handed to the
+    transport; a stream that has not pulled for `stall_seconds` has a client that does not read.
+    """
+
+    def __init__(self, stall_seconds: float = 30.0):
+        self.stall_seconds = stall_seconds
+        self._active: dict[int, list[Any]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, context: grpc.ServicerContext, messages: Iterator[Any]) -> Iterator[Any]:
+        entry = [context, time.monotonic()]
+        with self._lock:
+            self._active[id(entry)] = entry
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="qm-xarray-stall-watchdog",
+                                                daemon=True)
+                self._thread.start()
+        try:
+            for message in messages:
+                yield message
+                entry[1] = time.monotonic()
+        finally:
+            with self._lock:
+                self._active.pop(id(entry), None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(max(self.stall_seconds / 4, 0.05))
+            now = time.monotonic()
+            with self._lock:
+                stalled = [e for e in self._active.values() if now - e[1] > self.stall_seconds]
+            for context, _ in stalled:
+                log.warning("cancelling a data stream whose client read nothing for %.0f s",
+                            self.stall_seconds)
+                context.cancel()
+
+
+WATCHDOG = StallWatchdog()
+
+
 def server_stream(fn: Callable[..., Any], request_cls: Any, raw: bool = False) -> grpc.RpcMethodHandler:
+    """A server-streaming handler; `raw` ones (data) are watched for clients that stop reading."""
     def behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         _reject(request, context)
-        yield from fn(request, context)
+        if raw:
+            yield from WATCHDOG.watch(context, fn(request, context))
+        else:
+            yield from fn(request, context)
 
     return grpc.unary_stream_rpc_method_handler(
         behaviour, request_deserializer=_parser(request_cls, MAX_REQUEST_BYTES),

@@ -57,11 +57,14 @@ class ResultsServer:
     """
 
     def __init__(self, store: ResultStore | None = None, host: str = "127.0.0.1", port: int = 0,
-                 *, chunk_streaming: bool = True, max_workers: int = 64,
+                 *, chunk_streaming: bool = True, max_workers: int = 512,
                  interceptors: Sequence[grpc.ServerInterceptor] = (), token: str | None = None,
                  producer_token: str | None = None,
                  tls: tuple[str | bytes | Path, str | bytes | Path] | None = None,
                  max_concurrent_rpcs: int | None = None):
+        # Each streaming call holds a pool thread while it lasts (a waiter for the whole job):
+        # threads are created on demand, and beyond `max_concurrent_rpcs` (default: the pool size)
+        # calls are refused with RESOURCE_EXHAUSTED, which clients retry, instead of queueing.
         self.store = store if store is not None else ResultStore()
         self.host = host
         self.capabilities = tuple(c for c in DEFAULT_CAPABILITIES
@@ -71,7 +74,7 @@ class ResultsServer:
             interceptors=[*( [TokenInterceptor(token, producer_token)]
                               if token is not None or producer_token is not None else []),
                           *interceptors],
-            maximum_concurrent_rpcs=max_concurrent_rpcs,
+            maximum_concurrent_rpcs=max_concurrent_rpcs or max_workers,
             options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                      ("grpc.max_send_message_length", MAX_SEND_BYTES),
                      ("grpc.so_reuseport", 0)])

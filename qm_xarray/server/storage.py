@@ -19,7 +19,7 @@ __all__ = ["MemoryItems", "FileItems", "MemoryValue", "FileValue", "SEGMENT_BYTE
            "write_atomic"]
 
 SEGMENT_BYTES = 4 * 1024 * 1024
-PIECE_BYTES = 4 * 1024 * 1024
+PIECE_BYTES = 1024 * 1024  # one message's worth: what a stalled reader pins
 
 
 class MemoryItems:

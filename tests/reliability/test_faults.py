@@ -263,9 +263,6 @@ def test_silent_connections_do_not_stall_other_clients(spawn_server):
             s.close()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "server bug (app.py): a sync gRPC server holds one pool thread (max_workers=64) per data "
-    "stream while a client does not read it; 64 such calls leave no thread for anyone else"))
 def test_clients_that_never_read_do_not_stall_other_clients(spawn_server):
     server = spawn_server(None)
     _fill(server.address, "big", LORIS_ITEMS)
@@ -292,10 +289,6 @@ def test_clients_that_never_read_do_not_stall_other_clients(spawn_server):
         loris.close()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "server bug (app.py): each GetJobStatusUpdates stream holds a pool thread for as long as the job "
-    "runs; 64 clients waiting on a running job (wait_for_all_values over v2) leave no thread for "
-    "anyone, not even the producer that would finish the job"))
 def test_many_waiting_clients_do_not_stall_the_server(spawn_server):
     server = spawn_server(None)
     job = qx.RemoteStore(server.address, timeout=3.0).create_job("run", streams=[{"name": "I"}])

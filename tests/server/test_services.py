@@ -277,3 +277,24 @@ def test_malformed_and_oversized_requests_are_invalid_argument(channel, store):
     with pytest.raises(grpc.RpcError) as info:
         headers(b"\x0a\x01x" * (2**20 // 3 + 10), timeout=5)  # more than 1 MiB of request
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "limit" in info.value.details()
+
+
+def test_a_stream_whose_client_stops_reading_is_cancelled(store, monkeypatch):
+    from qm_xarray.server import _rpc
+
+    monkeypatch.setattr(_rpc.WATCHDOG, "stall_seconds", 0.3)
+    w = store.create_job()
+    w.add_stream("big").append(np.zeros(16 * 2**20 // 8))  # 16 MiB: more than the flow-control window
+    with qx.serve(store) as srv, grpc.insecure_channel(srv.address) as ch:
+        call = ch.unary_stream("/qm.grpc.results_analyser.JobResultsService/GetJobNamedResult",
+                               request_serializer=v1.GetJobNamedResultRequest.SerializeToString,
+                               response_deserializer=None)
+        req = v1.GetJobNamedResultRequest(jobId=w.id, outputName="big", limit=2**31 - 1)
+        req.longOffset.SetInParent()
+        stream = call(req, timeout=30)
+        next(stream)  # read one message, then stop reading
+        time.sleep(1.5)
+        with pytest.raises(grpc.RpcError) as info:
+            for _ in stream:
+                pass
+        assert info.value.code() is grpc.StatusCode.CANCELLED
