@@ -178,7 +178,7 @@ class StallWatchdog:
 
     def _run(self) -> None:
         while True:
-            time.sleep(max(self.stall_seconds / 4, 0.05))
+            time.sleep(min(max(self.stall_seconds / 4, 0.05), 1.0))
             now = time.monotonic()
             with self._lock:
                 stalled = [e for e in self._active.values() if now - e[1] > self.stall_seconds]

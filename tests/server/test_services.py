@@ -293,7 +293,7 @@ def test_a_stream_whose_client_stops_reading_is_cancelled(store, monkeypatch):
         req.longOffset.SetInParent()
         stream = call(req, timeout=30)
         next(stream)  # read one message, then stop reading
-        time.sleep(1.5)
+        time.sleep(2.5)
         with pytest.raises(grpc.RpcError) as info:
             for _ in stream:
                 pass
