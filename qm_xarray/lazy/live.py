@@ -31,8 +31,22 @@ def refresh(ds: xr.Dataset, *, wait: int | str | None = None, timeout: float | N
         raise QmValueError("this dataset has lost its qm open options (xr.merge and some operations "
                            "drop encoding); reopen with xr.open_dataset(job, engine='qm', ...)")
     if chunks is None and any(v.chunks for v in ds.variables.values()):
-        chunks = {dim: sizes[0] for dim, sizes in ds.chunksizes.items() if sizes}  # as opened
+        chunks = _chunks_as_opened(ds)
     return xr.open_dataset(job, engine="qm", chunks=chunks, wait=wait, timeout=timeout, **kwargs)
+
+
+def _chunks_as_opened(ds: xr.Dataset) -> dict[str, int]:
+    """`{}` (the preferred chunks) if `ds` was opened that way, else its explicit chunk sizes."""
+    explicit = {}
+    for var in ds.variables.values():
+        if var.chunks is None:
+            continue
+        preferred = var.encoding.get("preferred_chunks", {})
+        for dim, sizes in zip(var.dims, var.chunks):
+            natural = min(preferred.get(dim, sum(sizes)), sum(sizes))  # what chunks={} gives
+            if sizes[0] != natural:
+                explicit[dim] = sizes[0]
+    return explicit
 
 
 def watch(job: Any, every: float = 1.0, *, timeout: float | None = None, **options: Any
