@@ -20,6 +20,7 @@ from qm_xarray.client import retry
 from qm_xarray.client.retry import ServerUnavailableError, is_transient
 from qm_xarray.errors import InvalidArgumentError, JobNotFoundError
 from qm_xarray.server._rpc import MESSAGE_BYTES
+from qm_xarray.server.service_v2 import GROUP_CHUNKS
 from qm_xarray.testing import RecordingInterceptor, embedded_server, our_streams_manager
 
 pytestmark = pytest.mark.slow
@@ -140,8 +141,14 @@ def _offsets(rec, mode):
 def _items_before_break(mode, after, itemsize=8):
     """Whole items the client holds when a stream breaks after `after` messages."""
     per_message = MESSAGE_BYTES // itemsize
-    groups = after if mode in ("v1", "v2-legacy") else after // 2  # chunk format: chunk + summary
-    return groups * per_message
+    if mode in ("v1", "v2-legacy"):
+        return after * per_message
+    # chunk format: GROUP_CHUNKS chunks then a summary; only whole groups count
+    return after // (GROUP_CHUNKS + 1) * GROUP_CHUNKS * per_message
+
+
+_I_CHUNKS = -(-N_I * 8 // MESSAGE_BYTES)
+I_MESSAGES = _I_CHUNKS + -(-_I_CHUNKS // GROUP_CHUNKS)  # "I" in chunk format: chunks and summaries
 
 
 @pytest.mark.parametrize("mode", ["v1", "v2", "v2-legacy"])
@@ -176,8 +183,8 @@ def _ranges(request):
 
 
 @pytest.mark.parametrize("after,second", [
-    (3, [("I", 131072, N_I - 1), ("c", 0, N_C - 1)]),       # broken inside "I": both asked again
-    (13, [("c", 43690, N_C - 1)]),                           # "I" complete: only "c" is asked again
+    (3, [("I", _items_before_break("v2", 3), N_I - 1), ("c", 0, N_C - 1)]),  # inside "I": both again
+    (I_MESSAGES + 5, [("c", _items_before_break("v2", 5, 24), N_C - 1)]),  # "I" complete: only "c"
 ])
 def test_multi_stream_fetch_resumes_each_stream(faulty, big, after, second):
     _, job_id, stored = big
@@ -201,7 +208,7 @@ def test_transport_breaks_reported_as_internal_are_retried(faulty, big, details)
     rec.faults["GetNamedResult"] = Fault(grpc.StatusCode.INTERNAL, after=5, details=details)
     buf, _ = api.fetch_range(header, 0, N_I)
     assert buf.tobytes() == stored["I"]
-    assert [offset for offset, _ in _offsets(rec, "v2")] == [0, 2 * 131072]
+    assert [offset for offset, _ in _offsets(rec, "v2")] == [0, _items_before_break("v2", 5)]
 
 
 def test_unary_call_retried_after_unavailable(faulty, big):
