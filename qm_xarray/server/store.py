@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
