@@ -1,4 +1,4 @@
-"""`python -m qm_xarray`: the `qm-xarray` command."""
+"""`python -m qm_xarray`: the `qm-xarray` command (the package `qm_xarray.cli`)."""
 
 import sys
 

@@ -68,22 +68,27 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, t
 
 
 class Server:
-    """`qm-xarray serve --port 0` in a subprocess; `.address` is what it printed."""
+    """`qm-xarray serve --port 0` in a subprocess; `.address` is what it printed (127.0.0.1 when
+    it listens on 0.0.0.0). Later options win: `Server("--port", "9999")` listens on 9999."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, env: dict[str, str] | None = None):
         self.proc = subprocess.Popen([*COMMAND, "serve", "--port", "0", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         first = self.lines.get(timeout=20)
-        match = re.fullmatch(r"listening on (127\.0\.0\.1:\d+)\n", first)
-        assert match, first
-        self.address = match.group(1)
+        match = re.fullmatch(r"listening on (127\.0\.0\.1|0\.0\.0\.0):(\d+)\n", first)
+        if not match:
+            self.stop(signal.SIGKILL)
+            assert self.proc.stderr is not None
+            raise AssertionError(f"{first!r}; stderr: {self.proc.stderr.read()}")
+        self.address = f"127.0.0.1:{match.group(2)}"
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.put(line)
+        self.lines.put("")  # end of output
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
@@ -525,3 +530,156 @@ def test_plot_labels_come_from_the_dataset(tmp_path: Path) -> None:
     assert label(xr.DataArray([1], name="plain")) == "plain"
     drawn = plot(ds, tmp_path / "l.png", width_px=333, height_px=211)
     assert drawn.kind == "line" and png_size(tmp_path / "l.png") == (333, 211)
+
+
+# --------------------------------------------------- serve: durable store, tokens, TLS, warnings
+def restarted(*args: str, attempts: int = 25) -> Server:
+    """`Server(*args)` again on a port that was just freed (retried while it is still busy)."""
+    for attempt in range(attempts):
+        try:
+            return Server(*args)
+        except AssertionError as exc:
+            if "could not listen" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
+def test_serve_store_keeps_jobs_across_sigterm_and_sigkill(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    srv = Server("--store", str(store))
+    try:
+        assert srv.lines.get(timeout=5) == f"store {store}: 0 jobs\n"
+        port = srv.address.rsplit(":", 1)[1]
+        result = run("simulate", "rabi", "--address", srv.address, "--rate", "5000", "--param", "n_avg=30",
+                     "--job-id", "kept")
+        assert result.returncode == 0, result.stderr
+        producer = qx.RemoteStore(srv.address)  # and a job left running, as by a producer that died
+        make_job(producer, 5, kinds={"I": STREAM_KINDS["I"], "ts": STREAM_KINDS["ts"]}, job_id="open",
+                 state="running")
+        close_channels(producer.details)
+        before = run_all(["info", "kept", "--address", srv.address],
+                         ["info", "open", "--address", srv.address])
+        assert [r.returncode for r in before] == [0, 0], before
+        assert "I_all      save_all  <f8    (50,)  30/30" in before[0].stdout
+        assert re.search(r"^job open .*: running$", before[1].stdout, re.M)
+        assert re.search(r"^ts +save_all +<f8 \+ts +\(\) +5/5$", before[1].stdout, re.M)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            assert srv.stop(sig) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
+            srv = restarted("--store", str(store), "--port", port)
+            assert srv.address.endswith(f":{port}")
+            assert srv.lines.get(timeout=5) == f"store {store}: 2 jobs\n"
+            after = run_all(["info", "kept", "--address", srv.address],
+                            ["info", "open", "--address", srv.address])
+            assert [r.stdout for r in after] == [r.stdout for r in before], (sig, after)
+            assert all(r.returncode == 0 and r.stderr == "" for r in after), after
+    finally:
+        srv.stop()
+
+
+def test_serve_token_refuses_and_accepts(capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--token` guards every call; the producer token (here from the environment) guards writes."""
+    for name in ("QM_XARRAY_TOKEN", "QM_XARRAY_PRODUCER_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    srv = Server("--token", "reader-T", env={"QM_XARRAY_PRODUCER_TOKEN": "writer-P"})
+    try:
+        a = srv.address
+        assert_one_line_error(run("jobs", "--address", a), 1,
+                              f"the server at {a} refused the call: missing token for GetServerInfo "
+                              "(give the token: --token TOKEN, or set QM_XARRAY_TOKEN)")
+        code, out, err = run_main(capsys, "info", "x", "--address", a, "--token", "wrong")
+        assert code == 1 and out == "" and len(err.strip().splitlines()) == 1 and "wrong token" in err
+        code, out, err = run_main(capsys, "simulate", "rabi", "--address", a, "--token", "reader-T")
+        assert code == 1 and "wrong token for CreateJob" in err and "QM_XARRAY_PRODUCER_TOKEN" in err
+
+        monkeypatch.setenv("QM_XARRAY_PRODUCER_TOKEN", "writer-P")
+        code, out, err = run_main(capsys, "simulate", "rabi", "--address", a, "--rate", "5000",
+                                  "--param", "n_avg=5", "--job-id", "guarded")
+        assert (code, out) == (0, "guarded\n"), err
+        code, out, err = run_main(capsys, "jobs", "--address", a, "--token", "reader-T")
+        assert code == 0 and err == "" and re.search(r"^guarded +done +10/10", out, re.M)
+        (with_env,) = run_all(["info", "guarded", "--address", a], env={"QM_XARRAY_TOKEN": "reader-T"})
+        assert with_env.returncode == 0 and with_env.stdout.startswith(f"job guarded ({a}): done\n"), with_env
+    finally:
+        assert srv.stop() == 0
+
+
+def test_serve_tls_beyond_loopback(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """TLS on 0.0.0.0: no warning; clients trust the certificate with --tls-ca."""
+    from qm_xarray.testing.tls import self_signed_certificate
+
+    cert, key = self_signed_certificate()
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    srv = Server("--host", "0.0.0.0", "--tls-cert", str(tmp_path / "cert.pem"),
+                 "--tls-key", str(tmp_path / "key.pem"))
+    try:
+        a, ca = srv.address, str(tmp_path / "cert.pem")
+        code, out, err = run_main(capsys, "simulate", "rabi", "--address", a, "--tls-ca", ca,
+                                  "--rate", "5000", "--param", "n_avg=5", "--job-id", "secret")
+        assert code == 0, err
+        (listed,) = run_all(["jobs", "--address", a, "--tls-ca", ca])
+        assert listed.returncode == 0 and listed.stderr == "", listed
+        assert re.search(r"^secret +done +10/10", listed.stdout, re.M)
+        monkeypatch.setattr("qm_xarray.cli.CONNECT_TIMEOUT", 1.0)
+        code, _, err = run_main(capsys, "jobs", "--address", a)  # plaintext to a TLS server
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert f"cannot reach a results server at {a}" in err and "give --tls-ca PEM" in err
+    finally:
+        assert srv.stop() == 0
+    assert srv.proc.stderr is not None and srv.proc.stderr.read() == ""
+
+
+def test_serve_beyond_loopback_without_tls_warns() -> None:
+    srv = Server("--host", "0.0.0.0")
+    assert srv.stop() == 0
+    assert srv.proc.stderr is not None
+    lines = srv.proc.stderr.read().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"qm-xarray serve: warning: listening on 0.0.0.0:{srv.address.split(':')[1]}, "
+                               "beyond loopback, without TLS: ")
+    assert "give --tls-cert and --tls-key" in lines[0]
+
+
+def test_serve_and_client_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before anything listens: one line, exit 2 (usage) or 1."""
+    from qm_xarray.testing.tls import self_signed_certificate
+
+    pems = [*self_signed_certificate(), *self_signed_certificate()]
+    for name, pem in zip(["cert", "key", "cert2", "key2"], pems):
+        (tmp_path / f"{name}.pem").write_bytes(pem)
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "data.txt").write_text("not ours")
+    pem = {name: str(tmp_path / f"{name}.pem") for name in ("cert", "key", "key2")}
+    cases = [
+        (["serve", "--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", pem["key"]], 1,
+         "missing.pem: cannot read it: No such file or directory"),
+        (["serve", "--tls-cert", pem["cert"]], 2, "--tls-cert and --tls-key go together"),
+        (["serve", "--tls-cert", pem["cert"], "--tls-key", pem["key2"]], 1,
+         "the key does not belong to the certificate"),
+        (["serve", "--tls-cert", pem["key"], "--tls-key", pem["key"]], 1, "no PEM certificate in this file"),
+        (["serve", "--store", str(tmp_path / "foreign")], 1, "is not empty and is not a qm-xarray store"),
+        (["serve", "--store", str(tmp_path / "foreign" / "data.txt")], 1, "not a directory"),
+        (["serve", "--sync"], 2, "--sync needs --store DIR"),
+        (["serve", "--max-workers", "0"], 2, "--max-workers must be at least 1"),
+        (["serve", "--port", "70000"], 2, "--port must be between 0 and 65535"),
+        (["serve", "--token", "two words"], 2, "--token: a token is printable ASCII without spaces"),
+        (["jobs", "--tls-ca", str(tmp_path / "missing.pem")], 1, "--tls-ca"),
+        (["info", "j", "--tls-ca", pem["key"]], 1, "no PEM certificate in this file"),
+        (["simulate", "rabi", "--token", "a\nb"], 2, "a token is printable ASCII"),
+    ]
+    for argv, code, text in cases:
+        if argv[0] == "serve" and "--port" not in argv:
+            argv = [*argv, "--port", "0"]  # never the default port, which may be in use
+        got, out, err = run_main(capsys, *argv)
+        assert (got, out) == (code, ""), (argv, err)
+        assert len(err.strip().splitlines()) == 1 and text in err and "Traceback" not in err, (argv, err)
+    assert os.listdir(tmp_path / "foreign") == ["data.txt"]
+
+
+def test_module_entry_point() -> None:
+    result = subprocess.run([sys.executable, "-m", "qm_xarray.cli", "--version"], capture_output=True,
+                            text=True, timeout=TIMEOUT)
+    assert result.returncode == 0 and result.stdout.startswith("qm-xarray "), result

@@ -1,0 +1,213 @@
+"""What the commands share: defaults, the client options (address, token, TLS), connecting to a
+server and naming a job on it, reading PEM files and zarr stores, and printing JSON.
+
+Commands raise `UsageError` for bad input found after parsing (exit code 2); `main` reports every
+other failure as one line too (exit code 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..client.connection import ConnectionDetails, close_channels, parse_address
+from ..client.errors import AuthenticationError
+from ..client.jobs import JobsClient, JobSummary
+from ..errors import JobNotFoundError, QMConnectionError, QMTimeoutError, QmValueError
+from ..session import Connection
+
+__all__ = ["UsageError", "DEFAULT_PORT", "DEFAULT_ADDRESS", "RPC_TIMEOUT", "TOKEN_ENV",
+           "PRODUCER_TOKEN_ENV", "connect_timeout", "add_address", "add_json", "add_credentials",
+           "Credentials", "credentials", "check_token", "read_pem", "job_ref", "connected", "summary",
+           "print_json", "looks_like_path", "open_store"]
+
+DEFAULT_PORT = 9510
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
+RPC_TIMEOUT = 120.0      # deadline of data RPCs of export and plot
+TOKEN_ENV = "QM_XARRAY_TOKEN"
+PRODUCER_TOKEN_ENV = "QM_XARRAY_PRODUCER_TOKEN"
+TOKEN_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: a valid header value
+
+
+class UsageError(Exception):
+    """Bad command-line input detected after parsing (exit code 2)."""
+
+
+def connect_timeout() -> float:
+    """`qm_xarray.cli.CONNECT_TIMEOUT`, read at each use (tests and scripts may change it)."""
+    from . import CONNECT_TIMEOUT
+
+    return CONNECT_TIMEOUT
+
+
+# --------------------------------------------------------------------------------------- options
+def add_address(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=DEFAULT_ADDRESS, metavar="HOST:PORT",
+                   help=f"results server (default {DEFAULT_ADDRESS})")
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+
+
+def add_credentials(p: argparse.ArgumentParser, producer: bool = False) -> None:
+    """`--token` and `--tls-ca` of a command that talks to a server (`producer`: it writes)."""
+    env = f"${PRODUCER_TOKEN_ENV}, else ${TOKEN_ENV}" if producer else f"${TOKEN_ENV}"
+    p.add_argument("--token", default=None, metavar="TOKEN",
+                   help=f"bearer token the server requires (default: {env}; prefer the variable, "
+                        "a command line is visible to other users; '' sends none)")
+    p.add_argument("--tls-ca", default=None, metavar="PEM",
+                   help="connect with TLS, trusting the certificate in this PEM file (the server's "
+                        "self-signed certificate, or its CA)")
+
+
+def check_token(token: str | None, source: str) -> str | None:
+    """`token` if it can be sent as a header value; None if empty (no token)."""
+    if not token:
+        return None
+    if not TOKEN_PATTERN.fullmatch(token):
+        raise UsageError(f"{source}: a token is printable ASCII without spaces")
+    return token
+
+
+def env_token(*names: str) -> str | None:
+    """The token of the first of these environment variables that is set and not empty."""
+    for name in names:
+        if os.environ.get(name):
+            return check_token(os.environ[name], f"${name}")
+    return None
+
+
+def read_pem(path: str, option: str, kind: str) -> bytes:
+    """The bytes of a PEM file holding a `kind` block (CERTIFICATE, PRIVATE KEY); one-line errors."""
+    file = Path(path).expanduser()
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise OSError(f"{option} {path}: cannot read it: {exc.strerror or exc}") from None
+    if not re.search(rb"-----BEGIN [A-Z0-9 ]*" + kind.encode() + rb"-----", data):
+        raise QmValueError(f"{option} {path}: no PEM {kind.lower()} in this file")
+    return data
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a client command presents: a bearer token, and TLS (the PEM bytes to trust)."""
+
+    token: str | None = None
+    tls: bool | bytes = False
+
+    def details(self, address: str, timeout: float) -> ConnectionDetails:
+        return ConnectionDetails.from_address(address, timeout=timeout, token=self.token, tls=self.tls)
+
+
+def credentials(args: argparse.Namespace, producer: bool = False) -> Credentials:
+    """The token (`--token`, else the environment) and TLS (`--tls-ca`) the options give."""
+    if args.token is not None:
+        token = check_token(args.token, "--token")
+    else:
+        token = env_token(PRODUCER_TOKEN_ENV, TOKEN_ENV) if producer else env_token(TOKEN_ENV)
+    tls = read_pem(args.tls_ca, "--tls-ca", "CERTIFICATE") if args.tls_ca is not None else False
+    return Credentials(token, tls)
+
+
+def auth_hint(command: str) -> str:
+    """What to do when a server refused the token of `command`."""
+    if command == "simulate":
+        return f"give the producer token: --token TOKEN, or set {PRODUCER_TOKEN_ENV} (or {TOKEN_ENV})"
+    return f"give the token: --token TOKEN, or set {TOKEN_ENV}"
+
+
+# ----------------------------------------------------------------------------- server connections
+def job_ref(job: str, address: str) -> tuple[str, str]:
+    """(address, job id) of a JOB argument: an id on `address`, or a `qm://HOST:PORT/JOB` URL."""
+    if job.startswith("qm://"):
+        host, port, job_id = parse_address(job)
+        if not job_id:
+            raise UsageError(f"{job!r} names no job: expected qm://HOST:PORT/JOB")
+        return (f"[{host}]" if ":" in host else host) + f":{port}", job_id
+    return address, job
+
+
+def _unreachable(address: str, creds: Credentials, reason: str) -> str:
+    text = f"cannot reach a results server at {address}: {reason}"
+    lowered = reason.lower()
+    tls_words, closed_words = ("ssl", "handshake", "certificate", "tls"), \
+        ("socket closed", "connection reset", "eof", "broken pipe")
+    if creds.tls and any(w in lowered for w in tls_words):
+        text += " (TLS failed: is --tls-ca the server's certificate, and does the server use TLS?)"
+    elif not creds.tls and any(w in lowered for w in closed_words):
+        text += " (if the server uses TLS, give --tls-ca PEM)"
+    return text
+
+
+@contextmanager
+def connected(address: str, creds: Credentials, jobs_service: bool = False) -> Iterator[Connection]:
+    """A Connection to `address`, checked to answer within `connect_timeout()` seconds (with our
+    JobsService if `jobs_service`; a QM server has only the results services)."""
+    details = creds.details(address, RPC_TIMEOUT)
+    timeout = connect_timeout()
+    try:
+        try:
+            JobsClient(details).server_info(timeout=timeout)
+        except AuthenticationError as exc:  # main adds what to do
+            reason = str(exc).split(": ", 1)[-1]
+            raise AuthenticationError(f"the server at {address} refused the call: {reason}") from None
+        except QMConnectionError as exc:  # refused (retried until the deadline), reset, ...
+            if "UNIMPLEMENTED" not in str(exc):
+                raise QMConnectionError(_unreachable(address, creds, str(exc))) from None
+            if jobs_service:
+                raise QMConnectionError(f"the server at {address} has no qm-xarray jobs service "
+                                        f"(a QM server?): cannot list or describe its jobs") from None
+        except QMTimeoutError:  # connected, but no answer
+            raise QMConnectionError(f"cannot reach a results server at {address}: no answer within "
+                                    f"{timeout:g} s") from None
+        yield Connection(details)
+    finally:
+        close_channels(details)
+
+
+def summary(conn: Connection, job_id: str, address: str) -> JobSummary | None:
+    """The job's summary (None on a server without our JobsService); unknown job: one clear error."""
+    try:
+        return JobsClient(conn.details).get_job(job_id, timeout=connect_timeout())
+    except JobNotFoundError:
+        raise JobNotFoundError(f"no job {job_id!r} on {address} (list them: qm-xarray jobs --address "
+                               f"{address})") from None
+    except QMConnectionError as exc:
+        if "UNIMPLEMENTED" in str(exc):
+            return None
+        raise
+
+
+# ---------------------------------------------------------------------------------------- output
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2), flush=True)
+
+
+def looks_like_path(text: str) -> bool:
+    return os.sep in text or "/" in text or text.endswith(".zarr") or text.startswith((".", "~"))
+
+
+def open_store(path: Path) -> Any:
+    """`xr.open_zarr` of an existing store; a missing or foreign path is one clear error."""
+    import xarray as xr
+
+    if not path.exists():
+        raise FileNotFoundError(f"no such zarr store: {path}")
+    if not path.is_dir() or not any((path / f).exists() for f in ("zarr.json", ".zgroup")):
+        raise QmValueError(f"{path} is not a zarr store")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. a store being exported has no consolidated metadata
+        try:
+            return xr.open_zarr(str(path))
+        except (KeyError, ValueError, OSError, TypeError) as exc:
+            raise QmValueError(f"cannot open the zarr store {path}: {exc}") from None

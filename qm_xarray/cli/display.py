@@ -1,0 +1,119 @@
+"""How jobs are shown: progress fractions, flags, plain-text tables, and the JSON of `jobs`, `info`
+and `export` (a job of a server, or an exported zarr store, in the same keys)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..client.jobs import JobSummary
+from ..errors import QmValueError
+from .common import open_store
+
+__all__ = ["job_fraction", "job_flags", "stream_counts", "format_table", "table", "time_text",
+           "job_json", "store_json", "flags", "progress_text"]
+
+
+def job_fraction(job: JobSummary) -> tuple[int, int]:
+    """(items so far, items expected) over the `save_all` streams (all streams if none)."""
+    streams = [s for s in job.streams if s.expected_count and not s.single] or \
+              [s for s in job.streams if s.expected_count]
+    return (sum(min(s.count, s.expected_count) for s in streams),
+            sum(s.expected_count for s in streams))
+
+
+def job_flags(job: JobSummary) -> str:
+    """` (DATA LOSS; error 7: boom)`, or "" for a job without flags."""
+    flags = []
+    if job.has_dataloss:
+        flags.append("DATA LOSS")
+    flags += [f"{severity} {code}: {message}" for code, severity, message in job.errors]
+    return f" ({'; '.join(flags)})" if flags else ""
+
+
+def stream_counts(job: JobSummary) -> str:
+    """`name count/expected` per stream, `save_all` streams first (they are the ones growing)."""
+    streams = sorted(job.streams, key=lambda s: s.single)
+    return ", ".join(f"{s.name} {s.count}/{s.expected_count or '?'}" for s in streams)
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    """Rows as left-aligned columns (the first row is the header)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def format_table(job: JobSummary) -> str:
+    """A plain-text table: stream, dtype, shape, count/expected, state."""
+    rows = [("stream", "dtype", "shape", "count/expected", "state")]
+    for s in job.streams:
+        if job.state == "running":
+            state = "growing"
+        elif not s.expected_count:
+            state = "ended"
+        else:
+            state = "complete" if s.count >= s.expected_count else "incomplete"
+        rows.append((s.name, s.dtype + (" +ts" if s.timestamps else ""), str(s.shape),
+                     f"{s.count}/{s.expected_count or '?'}", state + (" (save)" if s.single else "")))
+    return table(rows)
+
+
+def time_text(unix: float) -> str:
+    return datetime.fromtimestamp(unix).isoformat(sep=" ", timespec="seconds") if unix else ""
+
+
+def job_json(job: JobSummary) -> dict[str, Any]:
+    """A job summary as plain JSON data (the `--json` form of `jobs` and `info`)."""
+    done, total = job_fraction(job)
+    return {
+        "job_id": job.job_id, "state": job.state, "has_dataloss": job.has_dataloss,
+        "errors": [{"code": c, "severity": sev, "message": m} for c, sev, m in job.errors],
+        "count": done, "expected": total, "created": job.created, "updated": job.updated,
+        "streams": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape),
+                     "save_mode": "save" if s.single else "save_all", "timestamps": s.timestamps,
+                     "count": s.count, "expected_count": s.expected_count} for s in job.streams],
+    }
+
+
+def store_json(path: Path) -> dict[str, Any]:
+    """The `info` of an exported zarr store, from its attributes (same keys as `job_json`)."""
+    ds = open_store(path)
+    attrs = ds.attrs
+    if "qm_job_id" not in attrs:
+        raise QmValueError(f"{path} is a zarr store but not a qm-xarray export")
+    counts = json.loads(attrs.get("qm_counts", "{}"))
+    expected = json.loads(attrs.get("qm_expected_counts", "{}"))
+    streams = []
+    for name, var in ds.data_vars.items():
+        single = var.attrs.get("qm_save_mode") == "save"
+        streams.append({"name": str(name), "dtype": var.dtype.str,
+                        "shape": list(var.shape if single else var.shape[1:]),
+                        "save_mode": "save" if single else "save_all",
+                        "timestamps": f"{name}_timestamp" in ds.variables,
+                        "count": int(var.attrs.get("qm_count", counts.get(name, 0))),
+                        "expected_count": int(var.attrs.get("qm_expected_count", expected.get(name, 0)))})
+    growing = [s for s in streams if s["save_mode"] == "save_all" and s["expected_count"]]
+    return {
+        "job_id": attrs["qm_job_id"], "state": attrs.get("qm_job_state", "unknown"),
+        "has_dataloss": bool(attrs.get("qm_has_dataloss", 0)),
+        "errors": json.loads(attrs.get("qm_execution_errors", "[]")),
+        "count": sum(min(s["count"], s["expected_count"]) for s in growing),
+        "expected": sum(s["expected_count"] for s in growing),
+        "store": str(path), "export_complete": bool(attrs.get("qm_export_complete", False)),
+        "source": attrs.get("qm_source", ""), "snapshot_time": attrs.get("qm_snapshot_time", ""),
+        "streams": streams,
+    }
+
+
+def flags(info: dict[str, Any]) -> str:
+    """`DATA LOSS; error 7: boom` of a `job_json`/`store_json` dict ("" without flags)."""
+    found = ["DATA LOSS"] if info["has_dataloss"] else []
+    found += [f"{e['severity']} {e['code']}: {e['message']}" for e in info["errors"]]
+    return "; ".join(found)
+
+
+def progress_text(info: dict[str, Any]) -> str:
+    done, total = info["count"], info["expected"]
+    return f"{done}/{total}" + (f" ({100 * done / total:.0f}%)" if total else "")

@@ -1,0 +1,173 @@
+"""`qm-xarray serve`: a results server, in memory or on a durable store, until Ctrl-C / SIGTERM.
+
+It prints `listening on HOST:PORT` once it serves (tools wait for that line), then `stopped` when
+it has stopped. Bad options, an unreadable certificate, a directory that is not a store of ours or
+a port in use end it at once with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import signal
+import socket
+import ssl
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+from ..errors import QmValueError
+from ..server.app import ResultsServer, is_loopback
+from ..server.store import ResultStore
+from .common import (DEFAULT_PORT, PRODUCER_TOKEN_ENV, TOKEN_ENV, UsageError, check_token, env_token,
+                     read_pem)
+
+__all__ = ["add_parser", "cmd_serve"]
+
+DEFAULT_WORKERS = inspect.signature(ResultsServer).parameters["max_workers"].default
+
+EPILOG = f"""\
+Tokens: a client sends `authorization: Bearer TOKEN` (qm-xarray commands: --token, or
+${TOKEN_ENV}). Give the tokens to the server in the environment variables {TOKEN_ENV} and
+{PRODUCER_TOKEN_ENV} rather than --token and --producer-token: a command line is visible to every
+user of the machine (ps), the environment is not.
+
+TLS: --tls-cert and --tls-key name PEM files (certificate chain, unencrypted private key);
+clients trust the certificate with --tls-ca PEM. Listening beyond loopback without TLS warns.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="run a results server until Ctrl-C / SIGTERM",
+                       description="Serve results to readers (QM result services v1 and v2, the "
+                       "qm-xarray jobs service)\nand producers (qm-xarray simulate, qx.RemoteStore).",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any)")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="keep jobs on disk in DIR (created if missing) and serve the jobs already "
+                        "there; an acknowledged append survives a crash of the server (default: in "
+                        "memory, gone when the server stops)")
+    p.add_argument("--sync", action="store_true",
+                   help="with --store: fsync every append (survives a power loss too; slower)")
+    p.add_argument("--token", default=None, metavar="TOKEN",
+                   help=f"require this bearer token on every call (default: ${TOKEN_ENV})")
+    p.add_argument("--producer-token", default=None, metavar="TOKEN",
+                   help="require this token, instead of --token, to write (the producer service), so "
+                        f"readers cannot write (default: ${PRODUCER_TOKEN_ENV})")
+    p.add_argument("--tls-cert", default=None, metavar="PEM",
+                   help="serve TLS with this certificate chain (PEM file; needs --tls-key)")
+    p.add_argument("--tls-key", default=None, metavar="PEM",
+                   help="the private key of --tls-cert (PEM file, not encrypted)")
+    p.add_argument("--no-chunk-streaming", action="store_true",
+                   help="serve v2 results in the legacy format (for old clients)")
+    p.add_argument("--max-workers", type=int, default=DEFAULT_WORKERS, metavar="N",
+                   help=f"threads serving calls (default {DEFAULT_WORKERS}); each streaming call holds "
+                        "one while it lasts, and calls beyond N are refused (clients retry)")
+    p.set_defaults(func=cmd_serve)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with one clear line if `host` is unknown or `host:port` is taken (gRPC would also log
+    a C-core error)."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError) as exc:
+        raise OSError(f"could not listen on {host}:{port}: unknown host ({exc.strerror or exc})") from None
+    if port == 0:
+        return
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(addr)
+        except OSError as exc:
+            raise OSError(f"could not listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def tls_pair(args: argparse.Namespace) -> tuple[bytes, bytes] | None:
+    """(certificate chain, private key) PEM of `--tls-cert/--tls-key`, checked to belong together."""
+    if args.tls_cert is None and args.tls_key is None:
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise UsageError("--tls-cert and --tls-key go together: give both")
+    chain = read_pem(args.tls_cert, "--tls-cert", "CERTIFICATE")
+    key = read_pem(args.tls_key, "--tls-key", "PRIVATE KEY")
+    if b"ENCRYPTED" in key:
+        raise QmValueError(f"--tls-key {args.tls_key}: the key is encrypted; the server needs it "
+                           "unencrypted (protect the file instead)")
+    try:  # the checks gRPC would only make at the first handshake
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            Path(args.tls_cert).expanduser(), Path(args.tls_key).expanduser(), password=b"")
+    except ssl.SSLError as exc:
+        what = ("the key does not belong to the certificate" if exc.reason == "KEY_VALUES_MISMATCH"
+                else f"not a usable certificate chain and private key ({exc})")
+        raise QmValueError(f"--tls-cert {args.tls_cert} / --tls-key {args.tls_key}: {what}") from None
+    return chain, key
+
+
+def open_result_store(directory: str | None, sync: bool) -> ResultStore:
+    """A memory store, or the durable store in `directory` (created, or checked to be ours)."""
+    if directory is None:
+        return ResultStore()
+    path = Path(directory).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"--store {directory}: not a directory")
+    try:
+        return ResultStore(path=path, sync=sync)
+    except QmValueError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:  # e.g. a damaged job.json
+        raise QmValueError(f"cannot open the store {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _warn(text: str) -> None:
+    print(f"qm-xarray serve: warning: {text}", file=sys.stderr, flush=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the store until SIGINT or SIGTERM, then stop cleanly."""
+    token = check_token(args.token, "--token") if args.token is not None else env_token(TOKEN_ENV)
+    producer_token = (check_token(args.producer_token, "--producer-token")
+                      if args.producer_token is not None else env_token(PRODUCER_TOKEN_ENV))
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
+    if args.max_workers < 1:
+        raise UsageError(f"--max-workers must be at least 1, got {args.max_workers}")
+    if args.sync and args.store is None:
+        raise UsageError("--sync needs --store DIR (a memory store has nothing to fsync)")
+    tls = tls_pair(args)
+    check_port_free(args.host, args.port)
+    store = open_result_store(args.store, args.sync)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            server = ResultsServer(store, args.host, args.port, chunk_streaming=not args.no_chunk_streaming,
+                                   max_workers=args.max_workers, token=token,
+                                   producer_token=producer_token, tls=tls)
+    except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
+        raise OSError(f"could not listen on {args.host}:{args.port}: {exc}") from None
+    if tls is None and not is_loopback(args.host):
+        who = "can read the traffic" + ("" if token else ", and read and write results (no --token)")
+        _warn(f"listening on {server.address}, beyond loopback, without TLS: anyone on the network "
+              f"{who}; give --tls-cert and --tls-key")
+    for warning in caught:  # other warnings: one plain line each
+        if "beyond loopback" not in str(warning.message):
+            _warn(str(warning.message))
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        print(f"listening on {server.address}", flush=True)
+        if store.path is not None:
+            print(f"store {store.path}: {len(store.jobs())} jobs"
+                  + (", fsync on every append" if store.sync else ""), flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop(grace=1.0)
+        for sig, handler in previous.items():
+            if handler is not None:  # None: not set from Python
+                signal.signal(sig, handler)
+    print("stopped", flush=True)
+    return 0
