@@ -148,9 +148,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
         raise OSError(f"could not listen on {args.host}:{args.port}: {exc}") from None
     if tls is None and not is_loopback(args.host):
-        who = "can read the traffic" + ("" if token else ", and read and write results (no --token)")
+        if token is not None:
+            exposed = "can read the traffic, tokens included"
+        else:
+            exposed = "can read the traffic, and read " + ("" if producer_token else "and write ") + \
+                "results (no --token)"
         _warn(f"listening on {server.address}, beyond loopback, without TLS: anyone on the network "
-              f"{who}; give --tls-cert and --tls-key")
+              f"{exposed}; give --tls-cert and --tls-key")
     for warning in caught:  # other warnings: one plain line each
         if "beyond loopback" not in str(warning.message):
             _warn(str(warning.message))
