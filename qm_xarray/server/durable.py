@@ -1,6 +1,7 @@
 """The on-disk form of a ResultStore (format version 1).
 
     DIR/qm-xarray-store.json              {"format": "qm-xarray-store", "version": 1}
+    DIR/lock                              held (flock) by the one process serving the store
     DIR/jobs/<job id>/job.json            state, data loss, errors, stream declarations
     DIR/jobs/<job id>/<stream>.items      save_all streams: raw packed items, append-only
     DIR/jobs/<job id>/<stream>.value      save streams: the current value, replaced atomically
@@ -15,7 +16,9 @@ or may not be there after a crash: producers resume from the count the server re
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,24 +29,41 @@ from .storage import FileItems, FileValue, MemoryItems, MemoryValue, write_atomi
 if TYPE_CHECKING:
     from .store import Job, ResultStore
 
-__all__ = ["open_store", "load_jobs", "save_job", "stream_storage", "FORMAT", "VERSION"]
+__all__ = ["open_store", "release", "load_jobs", "save_job", "stream_storage", "FORMAT", "VERSION"]
 
 FORMAT, VERSION = "qm-xarray-store", 1
 MARKER = "qm-xarray-store.json"
+LOCK = "lock"
 
 
-def open_store(path: Path) -> None:
-    """Create the directory layout, or check that an existing directory is one of our stores."""
+def open_store(path: Path) -> int:
+    """Create the directory layout, or check that an existing directory is one of our stores.
+
+    Returns the file descriptor of the store's lock, held until it is closed (`release`): two
+    servers appending to one store would corrupt it, so the second is refused.
+    """
     marker = path / MARKER
     if marker.exists():
         info = json.loads(marker.read_text())
         if info.get("format") != FORMAT or info.get("version") != VERSION:
             raise QmValueError(f"{path} holds a store of format {info!r}, not {FORMAT} v{VERSION}")
-        return
-    if path.exists() and any(path.iterdir()):
+    elif path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise QmValueError(f"{path} is not empty and is not a qm-xarray store")
-    (path / "jobs").mkdir(parents=True, exist_ok=True)
-    write_atomic(marker, json.dumps({"format": FORMAT, "version": VERSION}).encode())
+    else:
+        (path / "jobs").mkdir(parents=True, exist_ok=True)
+        write_atomic(marker, json.dumps({"format": FORMAT, "version": VERSION}).encode())
+    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise QmValueError(f"the store {path} is in use by another server (or ResultStore)") from None
+    return fd
+
+
+def release(fd: int) -> None:
+    """Give the store's lock back (closing its descriptor releases it)."""
+    os.close(fd)
 
 
 def _job_dir(path: Path, job_id: str) -> Path:

@@ -127,6 +127,11 @@ class Stream:
     def _publish(self, count: int) -> None:
         self._count = count
 
+    def _close(self) -> None:
+        close = getattr(self._items, "close", None)
+        if close is not None:
+            close()
+
 
 class Job:
     """A job: ordered streams, state, data-loss flag and execution errors (read side)."""
@@ -310,10 +315,26 @@ class ResultStore:
         self._ids = itertools.count(1)
         self.path = None if path is None else Path(path)
         self.sync = sync
+        self._lock_fd: int | None = None
         if self.path is not None:
-            durable.open_store(self.path)
+            self._lock_fd = durable.open_store(self.path)
             for job in durable.load_jobs(self):
                 self._jobs[job.id] = job
+
+    def close(self) -> None:
+        """Release a durable store (its files and its lock); an in-memory store has nothing to do."""
+        if self._lock_fd is not None:
+            for job in self._jobs.values():
+                for stream in job.streams.values():
+                    stream._close()
+            durable.release(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         where = "in memory" if self.path is None else str(self.path)
