@@ -55,6 +55,10 @@ MIN_ATTEMPT_TIME = 0.01  # seconds: no attempt is started with less time than th
 TRANSPORT_BREAKS = ("rst_stream", "socket closed", "stream removed", "connection reset",
                     "broken pipe", "goaway", "connection aborted", "end of tcp stream")
 
+# UNAVAILABLE details that mean a TLS mismatch (wrong CA, plaintext to TLS): retrying cannot help.
+TLS_FAILURES = ("handshake failed", "certificate_verify_failed", "tsi_protocol_failure",
+                "ssl_error", "wrong_version_number")
+
 T = TypeVar("T")
 
 
@@ -75,7 +79,7 @@ def is_transient(exc: BaseException) -> bool:
     code, details = _code_and_details(exc)
     text = details.lower()
     if code is grpc.StatusCode.UNAVAILABLE:
-        return True
+        return not any(marker in text for marker in TLS_FAILURES)
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return "larger than max" not in text
     if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED):

@@ -1,7 +1,7 @@
 """Token checks on every RPC: `authorization: Bearer <token>` metadata, compared in constant time.
 
 One token guards every service; the producer service can require its own token instead (so
-readers cannot write). This is the header the reference client sends when given a token.
+readers cannot write), and that token may also list and look up jobs (so a producer can resume). This is the header the reference client sends when given a token.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import grpc
 __all__ = ["TokenInterceptor"]
 
 PRODUCER_PREFIX = "/qm_xarray.v1.ProducerService/"
+JOBS_PREFIX = "/qm_xarray.v1.JobsService/"
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -39,22 +40,25 @@ class TokenInterceptor(grpc.ServerInterceptor):
         self._token = None if token is None else f"Bearer {token}".encode()
         self._producer = None if producer_token is None else f"Bearer {producer_token}".encode()
 
-    def _expected(self, method: str) -> bytes | None:
+    def _expected(self, method: str) -> tuple[bytes, ...]:
         if method.startswith(PRODUCER_PREFIX) and self._producer is not None:
-            return self._producer
-        return self._token
+            return (self._producer,)
+        allowed = tuple(t for t in (self._token,) if t is not None)
+        if method.startswith(JOBS_PREFIX) and self._producer is not None:
+            allowed += (self._producer,)  # a producer may look up the jobs it resumes
+        return allowed
 
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
         expected = self._expected(details.method)
-        if handler is None or expected is None:
+        if handler is None or not expected:
             return handler
         given = b""
         for key, value in details.invocation_metadata or ():
             if key == "authorization":
                 given = value.encode() if isinstance(value, str) else bytes(value)
                 break
-        if hmac.compare_digest(given, expected):
+        if any([hmac.compare_digest(given, token) for token in expected]):  # all compared: no early exit
             return handler
         reason = "missing token" if not given else "wrong token"
         return _deny(handler, f"{reason} for {details.method.rsplit('/', 1)[-1]}")

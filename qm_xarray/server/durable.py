@@ -81,7 +81,7 @@ def stream_storage(path: Path, job_id: str, name: str, layout: StreamLayout, sin
 
 def save_job(path: Path, job: Job, sync: bool) -> None:
     record = {
-        "id": job.id, "created": job.created, "state": job.state.value,
+        "id": job.id, "created": job.created, "updated": job.updated, "state": job.state.value,
         "has_dataloss": job.has_dataloss,
         "errors": [{"message": e.message, "code": e.code, "severity": e.severity} for e in job.errors],
         "streams": [{"name": s.name, "dtype": s.layout.dtype.str, "shape": list(s.layout.shape),
@@ -109,5 +109,7 @@ def load_jobs(store: ResultStore) -> list[Job]:
         job._state = JobState(record["state"])
         job._dataloss = record["has_dataloss"]
         job._errors = [ExecutionError(e["message"], e["code"], e["severity"]) for e in record["errors"]]
+        newest = max([p.stat().st_mtime for p in job_file.parent.iterdir()], default=job.created)
+        job.updated = max(record.get("updated", job.created), newest)
         jobs.append(job)
     return jobs

@@ -61,7 +61,7 @@ class FileItems:
 
     def __init__(self, path: Path, itemsize: int, sync: bool = False):
         self.path, self.itemsize, self.sync = path, itemsize, sync
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         size = os.fstat(self.fd).st_size
         whole = size - size % itemsize
         if whole != size:
@@ -69,12 +69,18 @@ class FileItems:
         self.count = whole // itemsize
 
     def write(self, data: memoryview, n: int, publish: callable) -> None:  # type: ignore[valid-type]
-        view = data[:n * self.itemsize]
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        if self.sync:
-            os.fsync(self.fd)
+        """Write at the end of the published items; a failed write (disk full...) is undone."""
+        end = self.count * self.itemsize
+        view, offset = data[:n * self.itemsize], end
+        try:
+            while view:
+                written = os.pwrite(self.fd, view, offset)
+                view, offset = view[written:], offset + written
+            if self.sync:
+                os.fsync(self.fd)
+        except BaseException:
+            os.ftruncate(self.fd, end)  # nothing of a failed append stays in the file
+            raise
         self.count += n
         publish(self.count)
 

@@ -74,3 +74,40 @@ def test_failed_appends_leave_the_files_untouched(tmp_path):
             with pytest.raises((TypeError, ValueError)):
                 stream.append(bad)
     assert (tmp_path / "s" / "jobs" / "j" / "n.items").read_bytes() == np.array([1, 2, 3], "<i4").tobytes()
+
+
+def test_a_failed_write_is_undone(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from qm_xarray.server import storage
+
+    with qx.ResultStore(tmp_path / "s") as store:
+        stream = store.create_job("j").add_stream("I")
+        stream.append([0.0, 1.0, 2.0, 3.0])
+        real = os.pwrite
+
+        def disk_full(fd, data, offset):
+            real(fd, bytes(data)[:12], offset)  # a partial write, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(storage.os, "pwrite", disk_full)
+        with pytest.raises(OSError):
+            stream.append([4.0, 5.0])
+        monkeypatch.setattr(storage.os, "pwrite", real)
+        stream.append([4.0, 5.0])
+        assert stream.stream.read_array().tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    with qx.ResultStore(tmp_path / "s") as again:
+        assert again.job("j").stream("I").read_array().tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_last_update_survives_reopening(tmp_path):
+    import time
+
+    with qx.ResultStore(tmp_path / "s") as store:
+        job = store.create_job("j")
+        job.add_stream("I").append([1.0])
+        updated = job.job.updated
+    time.sleep(0.05)
+    with qx.ResultStore(tmp_path / "s") as again:
+        assert abs(again.job("j").updated - updated) < 0.05

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import grpc
@@ -75,6 +76,8 @@ def test_reader_token_cannot_produce_and_clients_send_tokens(guarded):
         qx.RemoteStore(srv.address, token=TOKEN).create_job()
     writer = qx.RemoteStore(srv.address, token=PRODUCER).create_job()
     writer.add_stream("I").append(np.arange(3.0))
+    resumed = qx.RemoteStore(srv.address, token=PRODUCER).writer(writer.id)  # a producer resumes
+    assert resumed.stream("I").count == 3
     sm = qx.connect(srv.address, token=TOKEN).job(writer.id).result_handles
     assert sm["I"].fetch_all(flat_struct=True).tolist() == [0.0, 1.0, 2.0]
     with pytest.raises(qx.QMConnectionError):
@@ -94,7 +97,12 @@ def test_tls_round_trip():
         address = f"127.0.0.1:{server.port}"
         sm = qx.connect(address, tls=cert, token=TOKEN).job(job.id).result_handles
         assert sm["I"].fetch_all(flat_struct=True).tobytes() == written["I"].tobytes()
-        with pytest.raises(qx.QMConnectionError):  # plaintext to a TLS port
+        with pytest.raises(qx.QMConnectionError):  # plaintext to a TLS port ("socket closed")
             qx.connect(address, timeout=3).job(job.id).result_handles  # noqa: B018
+        wrong_ca, _ = self_signed_certificate()
+        start = time.monotonic()
+        with pytest.raises(qx.QMConnectionError, match="(?i)certificate"):  # not retried
+            qx.connect(address, tls=wrong_ca, timeout=30).job(job.id).result_handles  # noqa: B018
+        assert time.monotonic() - start < 10
     finally:
         server.stop()
