@@ -272,7 +272,7 @@ def test_clients_that_never_read_do_not_stall_other_clients(spawn_server):
                               response_deserializer=None)
     calls = []
     try:
-        for _ in range(80):  # more than the server's worker threads; none of them is ever read
+        for _ in range(80):  # none of them is ever read; each holds a server thread until cancelled
             request = job_api_pb2.GetNamedResultRequest(job_id="big", output_name="I", limit=2**31 - 1)
             request.long_offset.SetInParent()
             calls.append(call(request, timeout=60))
