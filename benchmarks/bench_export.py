@@ -42,7 +42,7 @@ except ImportError:  # asv imports benchmark files from the benchmark directory
 
 MiB = 1024 * 1024
 NBYTES = 256 * MiB
-ROUNDS = 4                  # asv; the script defaults to 6
+ROUNDS = 6                  # asv; the script default too
 FOLLOW_BATCH = 1000         # items per append
 FOLLOW_PERIOD = 0.05        # seconds between appends
 FOLLOW_APPENDS = 60         # asv; the script defaults to 100

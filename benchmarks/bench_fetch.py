@@ -41,7 +41,7 @@ except ImportError:  # asv imports benchmark files from the benchmark directory
 
 MiB = 1024 * 1024
 NBYTES = 128 * MiB
-ROUNDS = 6                # asv; the script defaults to 8
+ROUNDS = 10               # asv; the script defaults to 8
 OUR_MODES = ("v1", "v2", "v2-multi")
 REF_MODES = ("v1", "v2-multi")
 CALL_TIMEOUT = 120.0
