@@ -109,14 +109,16 @@ def snapshot(job: Any, *, streams: Sequence[str] | None = None, wait: int | str 
     if isinstance(job, Job):
         caps = job.connection.capabilities
         service = job.connection.service(job.id)
+        known = None
     elif isinstance(job, StreamsManager):
         caps, service = job._capabilities, job._service
+        known = [h._schema for h in job.values()]  # read when the manager was built: no RPC
     else:
         return _reference_snapshot(job, streams, wait, timeout)
     multiple = None
     if caps.supports_multiple_streams_fetching and isinstance(service, JobResultApi):
         multiple = MultipleStreamsFetcher(service)
-    return _service_snapshot(service, multiple, streams, wait, timeout)
+    return _service_snapshot(service, multiple, streams, wait, timeout, known)
 
 
 def _wait_counts(headers_of: Any, names: list[str], wait: int, deadline: float, job_id: str) -> None:
@@ -168,8 +170,8 @@ def _now() -> str:
 
 def _service_snapshot(service: Any, multiple: MultipleStreamsFetcher | None,
                       streams: Sequence[str] | None, wait: int | str | None,
-                      timeout: float | None) -> JobSnapshot:
-    schema = {item.name: item for item in service.get_schema()}
+                      timeout: float | None, known: list[SchemaItem] | None = None) -> JobSnapshot:
+    schema = {item.name: item for item in (service.get_schema() if known is None else known)}
     names = _select(list(schema), streams)
     singles = {n for n in names if schema[n].is_single}
 

@@ -12,6 +12,8 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,7 @@ def export_zarr(job: Any, store: str | Path, *, follow: bool = False, every: flo
     if result.complete:  # a finished export of the ended job: nothing to write
         return result
     bar = _progress_bar(ds, progress, committed)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="qm-xarray-export")  # fetches the next piece
     try:
         while True:
             result.rounds += 1
@@ -73,10 +76,8 @@ def export_zarr(job: Any, store: str | Path, *, follow: bool = False, every: flo
                         f"now has {count} (a stream joined an aligned dimension, or another job "
                         f"with the same id?); export to a new store")
                 _ensure_variables(out, ds, dim, committed[dim], compression)
-                while committed[dim] < count:
-                    stop = _piece_stop(ds, dim, committed[dim], count)
-                    names = [n for n, v in ds.variables.items() if v.dims[:1] == (dim,)]
-                    piece = ds[names].isel({dim: slice(committed[dim], stop)}).load()
+                names = [n for n, v in ds.variables.items() if v.dims[:1] == (dim,)]
+                for stop, piece in _pieces(pool, ds, dim, names, committed[dim], count):
                     out.append(dim, committed[dim], {n: piece[n].values for n in names})
                     if bar is not None:
                         bar.update(stop - committed[dim])
@@ -101,8 +102,29 @@ def export_zarr(job: Any, store: str | Path, *, follow: bool = False, every: flo
             time.sleep(every if deadline is None else max(0.0, min(every, deadline - time.monotonic())))
             ds = _open(job, chunk_bytes, open_options)
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
+
+
+def _pieces(pool: ThreadPoolExecutor, ds: xr.Dataset, dim: str, names: list[str], start: int,
+            count: int) -> Iterator[tuple[int, xr.Dataset]]:
+    """(stop, loaded piece) along `dim` from `start` to `count`; the next piece is fetched while
+    the caller writes this one."""
+    def load(lo: int, hi: int) -> xr.Dataset:
+        return ds[names].isel({dim: slice(lo, hi)}).load()
+
+    if start >= count:
+        return
+    stop = _piece_stop(ds, dim, start, count)
+    pending: Future[xr.Dataset] | None = pool.submit(load, start, stop)
+    while pending is not None:
+        piece = pending.result()
+        following = _piece_stop(ds, dim, stop, count) if stop < count else None
+        pending = None if following is None else pool.submit(load, stop, following)
+        yield stop, piece
+        if following is not None:
+            stop = following
 
 
 def _open(job: Any, chunk_bytes: int | None, options: dict[str, Any]) -> xr.Dataset:
