@@ -8,9 +8,9 @@ the lazy layer (`open_dataset`, `to_dask`, `snapshot`, `refresh`, `watch`) and `
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy_names import lazy_names
 from ._version import __version__
 from .errors import (
     DataFetchingError,
@@ -39,17 +39,7 @@ __all__ = ["DataFetchingError", "QMConnectionError", "QMTimeoutError", "QmInvali
            "QmQuaException", "StreamProcessingDataLossError", "__version__", *sorted(_WHERE)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'qm_xarray' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_names(__name__, globals(), _WHERE)
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly

@@ -5,8 +5,9 @@ Names load on first use, so that xarray's import of the engine (`lazy.backend`) 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy_names import lazy_names
 
 _WHERE = {"DEFAULT_CHUNK_BYTES": ".graph", "chunk_items": ".graph", "to_dask": ".graph",
           "open_dataset": ".live", "refresh": ".live", "watch": ".live",
@@ -14,13 +15,7 @@ _WHERE = {"DEFAULT_CHUNK_BYTES": ".graph", "chunk_items": ".graph", "to_dask": "
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'qm_xarray.lazy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, globals(), _WHERE)
 
 
 if TYPE_CHECKING:
