@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "parse_simple_dtype",
     "decode_simple_dtype",
     "final_shape",
+    "item_shape",
     "TIMESTAMP_DTYPE",
 ]
 
@@ -65,8 +67,10 @@ class StreamLayout:
         if isinstance(shape, (int, np.integer)):
             shape = (int(shape),)
         try:
-            dims = tuple(int(d) for d in shape)
-        except (TypeError, ValueError):
+            if isinstance(shape, (str, bytes)):
+                raise TypeError
+            dims = tuple(operator.index(d) for d in shape)
+        except TypeError:
             raise QmInvalidSchemaError(f"invalid item shape {shape!r}: expected a tuple of ints") from None
         if any(d < 1 for d in dims):
             raise QmInvalidSchemaError(f"invalid item shape {dims}: every dimension must be >= 1")
@@ -205,6 +209,11 @@ def parse_simple_dtype(text: str) -> np.dtype:
     if dt.subdtype is not None:
         raise QmInvalidSchemaError(f"simpleDType {text!r} is a bare sub-array type")
     return dt
+
+
+def item_shape(header_shape: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """Per-item shape from a flat header shape: `[1]` means a scalar (or record) item."""
+    return () if tuple(header_shape) == (1,) else tuple(header_shape)
 
 
 def final_shape(count: int, shape: tuple[int, ...] | list[int]) -> tuple[int, ...]:

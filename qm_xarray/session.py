@@ -6,6 +6,7 @@ import uuid
 from functools import cached_property
 from typing import Any
 
+from . import _tokens
 from .client import (
     ConnectionDetails,
     JobResultApi,
@@ -102,9 +103,7 @@ class Job:
     def __dask_tokenize__(self) -> object:
         """The identity of the last snapshot opened from this job (its counts; random while the
         job runs), so that two opens of a growing job never share dask names."""
-        from .lazy.backend import snapshot_token
-
-        token = snapshot_token(self)
+        token = _tokens.token_of(self)
         return ("qm_xarray.Job", self.connection.details.target, self.id,
                 token if token is not None else uuid.uuid4().hex)
 

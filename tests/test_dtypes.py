@@ -89,3 +89,9 @@ def test_pack_refuses_values_that_do_not_fit(dtype, values):
     with pytest.raises(ValueError, match="stream 's'"):
         StreamLayout.create(dtype).pack(np.array(values), "s")
     assert StreamLayout.create(dtype).pack(np.array([1])).tolist() == [1]
+
+
+@pytest.mark.parametrize("shape", ["12", (2.5,), (np.float64(3.0),), [None]])
+def test_shapes_that_are_not_tuples_of_ints_are_refused(shape):
+    with pytest.raises(QmInvalidSchemaError, match="item shape"):
+        StreamLayout.create("<f8", shape)

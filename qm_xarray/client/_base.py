@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from ..errors import QMConnectionError, QmValueError
+from ..errors import QMConnectionError, QmTypeError, QmValueError
 from . import retry
 from .connection import ConnectionDetails
 from .errors import map_rpc_error
@@ -50,7 +50,12 @@ class ServiceBase:
         return self.connection_details.channel()
 
     def _timeout(self, timeout: float | None) -> float:
-        return self.connection_details.timeout if timeout is None else timeout
+        return self.connection_details.timeout if timeout is None else check_timeout(timeout)
+
+    def reads_state_rpc(self, capabilities: Any) -> bool:
+        """True when the job state comes from the state RPC (v2, or v1 with job_streaming_state);
+        else from the deprecated fields of a v1 header."""
+        return self.version == 2 or capabilities.supports_job_streaming_state
 
     def _unary(self, path: str, request: Any, response_cls: Any, what: str,
                timeout: float | None) -> Any:
@@ -107,6 +112,15 @@ def _invoke(call: Any, request: Any, timeout: float, metadata: Any, what: str) -
 
 def _serialize(message: Any) -> bytes:
     return message.SerializeToString()
+
+
+def check_timeout(timeout: Any, what: str = "timeout") -> float:
+    """A deadline in seconds: a positive, finite real number (QmTypeError/QmValueError otherwise)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise QmTypeError(f"{what} must be a number of seconds, got {timeout!r}")
+    if not 0 < timeout < float("inf"):
+        raise QmValueError(f"{what} must be positive and finite, got {timeout!r}")
+    return float(timeout)
 
 
 def check_limit(start: int, stop: int, what: str) -> int:

@@ -9,12 +9,11 @@ from ..wire.pb.qm.pb import job_results_pb2 as pb
 from ._base import Backoff, ServiceBase, check_limit
 from .assembly import Assembler
 from .connection import ConnectionDetails
-from .models import Header, JobResultState, SchemaItem
+from .models import SEVERITY_NAMES, Header, JobResultState, SchemaItem
 
 __all__ = ["JobResultServiceApi"]
 
 _PATH = "/qm.grpc.results_analyser.JobResultsService/"
-_SEVERITY = {0: "error", 1: "warning"}
 
 
 class JobResultServiceApi(ServiceBase):
@@ -76,7 +75,7 @@ class JobResultServiceApi(ServiceBase):
     def get_errors(self, timeout: float | None = None) -> list[tuple[int, str, str]]:
         r = self._unary(_PATH + "GetJobErrors", pb.GetJobErrorsRequest(jobId=self.job_id),
                         pb.GetJobErrorsResponse, "GetJobErrors", timeout)
-        return [(e.errorCode, _SEVERITY.get(e.errorSeverity, "error"), e.message) for e in r.errors]
+        return [(e.errorCode, SEVERITY_NAMES.get(e.errorSeverity, "error"), e.message) for e in r.errors]
 
     def wait_until_done(self, timeout: float, state_from_header: str | None = None) -> bool:
         """Poll the job state (one RPC per round, with backoff) until done or closed.

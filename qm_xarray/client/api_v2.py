@@ -15,13 +15,12 @@ from ..wire.pb.qm.grpc.v2 import job_api_pb2 as pb
 from ._base import ServiceBase, check_limit
 from .assembly import Assembler
 from .connection import ConnectionDetails
-from .models import Header, JobResultState, SchemaItem
+from .models import SEVERITY_NAMES, Header, JobResultState, SchemaItem
 from .retry import ServerUnavailableError
 
 __all__ = ["JobResultApi", "STATUS_NAMES"]
 
 _PATH = "/qm.grpc.v2.JobService/"
-_SEVERITY = {0: "error", 1: "warning"}
 # JobExecutionStatus -> the reference's status names (UNSET is not mapped there; "Unknown" here).
 STATUS_NAMES = {common.UNSET: "Unknown", common.UNKNOWN: "Error", common.PENDING: "In queue",
                 common.LOADING: "In queue", common.RUNNING: "Running", common.COMPLETED: "Done",
@@ -159,7 +158,7 @@ class JobResultApi(ServiceBase):
     def get_errors(self, timeout: float | None = None) -> list[tuple[int, str, str]]:
         s = self._call("GetErrors", pb.GetJobErrorsRequest(job_id=self.job_id), pb.GetJobErrorsResponse,
                        "GetErrors", timeout)
-        return [(e.errorCode, _SEVERITY.get(e.errorSeverity, "error"), e.message)
+        return [(e.errorCode, SEVERITY_NAMES.get(e.errorSeverity, "error"), e.message)
                 for e in s.errors]  # type: ignore[attr-defined]
 
     def wait_until_done(self, timeout: float, state_from_header: str | None = None) -> bool:

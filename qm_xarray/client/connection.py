@@ -100,6 +100,11 @@ class ConnectionDetails:
         creds = grpc.ssl_channel_credentials(root_certificates=root if isinstance(root, bytes) else None)
         return grpc.secure_channel(self.target, creds, options=options)
 
+    def __post_init__(self) -> None:
+        from ._base import check_timeout  # a leaf helper; imported here to keep modules acyclic
+
+        check_timeout(self.timeout, "the connection timeout")
+
     def __dask_tokenize__(self) -> object:
         return ("qm_xarray.ConnectionDetails", self.target, self.tls, self.headers, self.token)
 

@@ -10,7 +10,9 @@ import numpy as np
 
 from ..dtypes import decode_simple_dtype, parse_simple_dtype
 
-__all__ = ["SchemaItem", "JobResultItemSchema", "Header", "JobResultState", "dtype_of"]
+SEVERITY_NAMES = {0: "error", 1: "warning"}  # ExecutionErrorSeverity, v1 and v2 alike
+
+__all__ = ["SEVERITY_NAMES", "SchemaItem", "JobResultItemSchema", "Header", "JobResultState", "dtype_of"]
 
 
 @lru_cache(maxsize=1024)

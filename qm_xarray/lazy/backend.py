@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from xarray.backends import BackendEntrypoint
+
+from .. import _tokens
 
 __all__ = ["QmBackendEntrypoint", "OPEN_PARAMETERS"]
 
@@ -83,17 +84,5 @@ class QmBackendEntrypoint(BackendEntrypoint):
 
 
 def _remember_snapshot(obj: Any, snap: Any) -> None:
-    """xarray tokenizes the opened object after this returns: give it this snapshot's identity.
-
-    Kept per thread, so that two threads opening the same Job never take each other's token.
-    """
-    try:
-        tokens = obj.__dict__.setdefault("_qm_snapshot_tokens", threading.local())
-    except AttributeError:  # an object without a __dict__: tokenized by pickling, as usual
-        return
-    tokens.value = snap.__dask_tokenize__()
-
-
-def snapshot_token(obj: Any) -> object | None:
-    """The token `_remember_snapshot` left for this thread, if any."""
-    return getattr(obj.__dict__.get("_qm_snapshot_tokens"), "value", None)
+    """xarray tokenizes the opened object after this returns: give it this snapshot's identity."""
+    _tokens.remember(obj, snap.__dask_tokenize__())

@@ -15,7 +15,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from ..errors import QmTypeError, QmValueError, StreamProcessingDataLossError
+from ..errors import QmIndexError, QmTypeError, QmValueError, StreamProcessingDataLossError
 from ..results import BaseSingleStreamFetcher, SingleStreamSingleResultFetcher
 from .source import ServiceSource, StreamSource
 
@@ -55,6 +55,9 @@ class StreamSlicer:
         first, rest = (key[0], key[1:]) if key else (slice(None), ())
         if isinstance(first, (int, np.integer)):
             index = int(first) + (self.count if first < 0 else 0)
+            if not 0 <= index < self.count:
+                raise QmIndexError(f"index {int(first)} is out of range for stream "
+                                   f"{self.source.name!r} of {self.count} items")
             item = self._read(index, index + 1)[0]
             return item[rest] if rest else item
         if not isinstance(first, slice):

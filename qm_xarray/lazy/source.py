@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..client import ConnectionDetails, Header, JobResultApi, JobResultServiceApi
+from ..dtypes import item_shape
 from ..errors import DataFetchingError
 
 __all__ = ["StreamSource", "ServiceSource", "FetcherSource", "item_shape_of"]
@@ -22,7 +23,7 @@ __all__ = ["StreamSource", "ServiceSource", "FetcherSource", "item_shape_of"]
 
 def item_shape_of(header: Header) -> tuple[int, ...]:
     """Per-item shape from a flat header (`[1]` means a scalar or a record item)."""
-    return () if tuple(header.shape) == (1,) else tuple(header.shape)
+    return item_shape(header.shape)
 
 
 class StreamSource(Protocol):

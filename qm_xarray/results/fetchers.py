@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..client._base import VERY_LONG_TIME, Backoff
+from ..client._base import VERY_LONG_TIME, Backoff, check_timeout
 from ..client.api_v1 import JobResultServiceApi
 from ..client.api_v2 import JobResultApi
 from ..client.capabilities import ServerCapabilities
@@ -85,7 +85,7 @@ class BaseSingleStreamFetcher:
         return header
 
     def _state(self) -> JobResultState:
-        if self._capabilities.supports_job_streaming_state or isinstance(self._service, JobResultApi):
+        if self._service.reads_state_rpc(self._capabilities):
             return self._service.get_state()
         h = self._header(False, check_for_errors=False)
         return JobResultState(bool(h.done), bool(h.closed), h.has_dataloss)
@@ -108,20 +108,19 @@ class BaseSingleStreamFetcher:
 
     def wait_for_values(self, count: int = 1, timeout: float = VERY_LONG_TIME) -> None:
         """Wait until at least `count` values were processed; `QMTimeoutError` at the deadline."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + check_timeout(timeout)
         backoff = Backoff(deadline)
         while True:
-            if self.count_so_far() >= count:
+            left = min(max(deadline - time.monotonic(), 0.001), self._service.connection_details.timeout)
+            if self._header(False, timeout=left).count_so_far >= count:
                 return
             if not backoff.sleep():
                 raise QMTimeoutError(f"{self._what}: fewer than {count} values after {timeout} s")
 
     def wait_for_all_values(self, timeout: float = VERY_LONG_TIME) -> bool:
         """Wait until the job ends: True if it was done, False if closed before done."""
-        header_state = None if self._capabilities.supports_job_streaming_state else self.name
-        if isinstance(self._service, JobResultApi):
-            header_state = None
-        return self._service.wait_until_done(timeout, header_state)
+        header_state = None if self._service.reads_state_rpc(self._capabilities) else self.name
+        return self._service.wait_until_done(check_timeout(timeout), header_state)
 
     def _fetch_array(self, item: object, check_for_errors: bool, flat_struct: bool,
                      timeout: float | None) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..client.assembly import to_array
 from ..client.models import Header
-from ..dtypes import final_shape
+from ..dtypes import final_shape, item_shape
 from .indexing import Selection
 
 __all__ = ["build_array", "postprocess_multiple", "postprocess_single"]
@@ -25,8 +25,7 @@ def build_array(buf: np.ndarray, count: int, header: Header, sel: Selection) -> 
     """The raw array for a selection: the final-shape rule applied to the selected items."""
     if sel.step == 1 and not sel.reverse:
         return to_array(buf, count, header)
-    per_item = () if tuple(header.shape) == (1,) else tuple(header.shape)
-    items = buf.view(header.dtype).reshape((count, *per_item))[::sel.step]
+    items = buf.view(header.dtype).reshape((count, *item_shape(header.shape)))[::sel.step]
     if sel.reverse:
         items = items[::-1]
     picked = np.ascontiguousarray(items)

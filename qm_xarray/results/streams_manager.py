@@ -10,7 +10,8 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from ..client._base import VERY_LONG_TIME
+from .. import _tokens
+from ..client._base import VERY_LONG_TIME, check_timeout
 from ..client.api_v1 import JobResultServiceApi
 from ..client.api_v2 import JobResultApi
 from ..client.capabilities import ServerCapabilities
@@ -100,9 +101,7 @@ class StreamsManager(Mapping[str, AnySingleStreamFetcher]):
         return self._fetchers.items()
 
     def __dask_tokenize__(self) -> object:
-        from ..lazy.backend import snapshot_token  # the lazy layer records it when opening
-
-        token = snapshot_token(self)
+        token = _tokens.token_of(self)  # the lazy layer records it when opening
         return ("qm_xarray.StreamsManager", self._service.connection_details.target, self.job_id,
                 token if token is not None else uuid.uuid4().hex)
 
@@ -116,7 +115,7 @@ class StreamsManager(Mapping[str, AnySingleStreamFetcher]):
         return not (state.done or state.closed)
 
     def _job_state(self) -> Any:
-        if self._capabilities.supports_job_streaming_state or isinstance(self._service, JobResultApi):
+        if self._service.reads_state_rpc(self._capabilities):
             return self._service.get_state()
         if not self._fetchers:
             raise QmValueError(f"job {self.job_id!r} has no streams to read its state from")
@@ -128,7 +127,7 @@ class StreamsManager(Mapping[str, AnySingleStreamFetcher]):
         v2 servers push status changes (one streaming RPC); v1 servers are polled with one state
         RPC per round for the whole job. The deadline raises `QMTimeoutError`.
         """
-        timeout = VERY_LONG_TIME if not timeout else timeout
+        timeout = VERY_LONG_TIME if not timeout else check_timeout(timeout)  # 0: none, as the reference
         if self._wait_until_func is not None:
             try:
                 self._wait_until_func("Done", timeout)
@@ -139,7 +138,7 @@ class StreamsManager(Mapping[str, AnySingleStreamFetcher]):
                 return False
             return True
         header_state = None
-        if not (self._capabilities.supports_job_streaming_state or isinstance(self._service, JobResultApi)):
+        if not self._service.reads_state_rpc(self._capabilities):
             header_state = next(iter(self._fetchers), None)
         done = self._service.wait_until_done(timeout, header_state)
         if not done:

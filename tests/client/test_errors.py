@@ -111,3 +111,16 @@ def test_dataloss_raises_naming_job_and_stream(server, store):
         with pytest.raises(qx.StreamProcessingDataLossError):
             sm.fetch_results(wait_until_done=False)
         assert sm["I"].count_so_far() == 3  # counting does not raise
+
+
+@pytest.mark.parametrize(("timeout", "error"), [("x", TypeError), (True, TypeError), (-1, ValueError),
+                                                (0, ValueError), (float("inf"), ValueError)])
+def test_bad_timeouts_are_typed_errors(sm, timeout, error):
+    for call in (lambda: sm["I"].fetch(0, timeout=timeout),
+                 lambda: sm["I"].wait_for_values(1, timeout=timeout),
+                 lambda: sm["I"].wait_for_all_values(timeout=timeout)):
+        with pytest.raises(error) as info:
+            call()
+        assert isinstance(info.value, QmQuaException)
+    with pytest.raises(error):
+        qx.connect("127.0.0.1:1", timeout=timeout)

@@ -456,3 +456,27 @@ def test_a_lazy_dataset_pickles_small_and_computes_after_unpickling(recorded, lo
     back = pickle.loads(blob)
     np.testing.assert_array_equal(back.I[-5:].values, written["I"][-5:])
     assert back.I.data.name == ds.I.data.name
+
+
+def test_a_manager_stays_picklable_after_opening(server, store):
+    import pickle
+
+    from qm_xarray.testing import make_job, our_streams_manager
+
+    job, _ = make_job(store, counts=6, state="running")
+    sm = our_streams_manager("127.0.0.1", server.port, job.id, "v2")
+    ds = xr.open_dataset(sm, engine="qm", chunks={})
+    pickle.dumps(sm)
+    assert pickle.loads(pickle.dumps(ds)).I.shape == (6,)
+
+
+def test_a_slicer_refuses_out_of_range_ints(server, store):
+    from qm_xarray.testing import make_job
+
+    job, _ = make_job(store, counts=6)
+    arr = qx.to_dask(qx.connect(server.address).job(job.id).result_handles["I"])
+    slicer = next(iter(arr.dask.values()))
+    slicer = getattr(slicer, "slicer", slicer)
+    with pytest.raises(IndexError):
+        slicer[6]
+    assert slicer[-6].shape == ()
