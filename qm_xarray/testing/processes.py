@@ -12,7 +12,6 @@ Linux only (signals, /proc); everything listens on 127.0.0.1.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -87,12 +86,17 @@ def cli_supports_store() -> bool:
     return False
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: SIGKILL this process when the thread that started it goes away (no orphans)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+# Linux: the child asks to be SIGKILLed when the thread that started it goes away (no orphans),
+# then execs the real command (the setting survives exec). Done in the child itself rather than in
+# a `preexec_fn`: running Python between fork and exec in a process with gRPC threads can hang.
+_DIE_WITH_PARENT = ("import ctypes, os, signal, sys\n"
+                    "try:\n    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
+                    "except (OSError, AttributeError):\n    pass\n"
+                    "os.execv(sys.argv[1], sys.argv[1:])\n")
+
+
+def _dying_with_parent(command: list[str]) -> list[str]:
+    return [sys.executable, "-c", _DIE_WITH_PARENT, *command]
 
 
 def _child_env() -> dict[str, str]:
@@ -190,9 +194,9 @@ class ServerProcess:
         t0 = time.monotonic()
         log = open(self.log_path, "w")  # noqa: SIM115 - the child owns it
         try:
-            self.proc = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=log, text=True, env=_child_env(),
-                                         preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(_dying_with_parent(self._command()), stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=log, text=True,
+                                         env=_child_env())
         finally:
             log.close()
         self._lines = _Lines(self.proc.stdout)
@@ -284,10 +288,9 @@ class ProducerProcess:
     def __init__(self, address: str, job_id: str, stream: str, *, batch: int, batches: int,
                  seed: int = 0, pause: float = 0.0):
         args = [address, job_id, stream, str(batch), str(batches), str(seed), str(pause)]
-        self.proc = subprocess.Popen([sys.executable, "-c", _PRODUCER_CODE, *args],
+        self.proc = subprocess.Popen(_dying_with_parent([sys.executable, "-c", _PRODUCER_CODE, *args]),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=_child_env(),
-                                     preexec_fn=_die_with_parent)
+                                     stderr=subprocess.PIPE, text=True, env=_child_env())
         self._lines = _Lines(self.proc.stdout)
 
     def wait_acked(self, count: int, timeout: float) -> int:
