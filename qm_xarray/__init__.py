@@ -22,9 +22,11 @@ from .errors import (
 )
 
 _LAZY = {
-    ".client": ("ConnectionDetails", "JobResultApi", "JobResultServiceApi", "QopCaps",
-                "ServerCapabilities"),
-    ".session": ("Connection", "Job", "connect"),
+    ".client": ("AuthenticationError", "ConnectionDetails", "JobResultApi", "JobResultServiceApi",
+                "QopCaps", "ServerCapabilities", "ServerInfo", "TlsCredentials"),
+    ".client.discovery": ("ClusterNotFoundError", "ServerUnreachableError"),
+    ".client.retry": ("ServerUnavailableError",),
+    ".session": ("Connection", "Job", "as_job", "connect"),
     ".lazy": ("JobSnapshot", "open_dataset", "refresh", "snapshot", "to_dask", "watch"),
     ".persist": ("export_zarr",),
     ".producer": ("RemoteStore",),
@@ -43,8 +45,19 @@ __getattr__, __dir__ = lazy_names(__name__, globals(), _WHERE)
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .client import ConnectionDetails, JobResultApi, JobResultServiceApi, QopCaps, ServerCapabilities
-    from .session import Connection, Job, connect
+    from .client import (
+        AuthenticationError,
+        ConnectionDetails,
+        JobResultApi,
+        JobResultServiceApi,
+        QopCaps,
+        ServerCapabilities,
+        ServerInfo,
+        TlsCredentials,
+    )
+    from .client.discovery import ClusterNotFoundError, ServerUnreachableError
+    from .client.retry import ServerUnavailableError
+    from .session import Connection, Job, as_job, connect
     from .lazy import JobSnapshot, open_dataset, refresh, snapshot, to_dask, watch
     from .persist import export_zarr
     from .producer import RemoteStore

@@ -1,8 +1,11 @@
-"""`qx.connect(address)`: a Connection that learns the server's capabilities, and its Jobs."""
+"""`qx.connect(...)`: a Connection to a results server (ours or a QOP) that knows what the server
+is, and its Jobs; `as_job` reads any job object a user holds (ours or qm-qua's) through it."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
@@ -13,42 +16,84 @@ from .client import (
     JobResultServiceApi,
     JobsClient,
     JobSummary,
-    QopCaps,
     ServerCapabilities,
+    StreamSummary,
 )
-from .client.connection import DEFAULT_TIMEOUT
-from .errors import QMConnectionError
+from .client import config, discovery, qmqua
+from .client._base import check_timeout
+from .client.connection import DEFAULT_TIMEOUT, TlsOption, split_host
+from .client.models import ServerInfo
+from .dtypes import item_shape
+from .errors import QmTypeError, QmValueError
 from .results import StreamsManager
 
-__all__ = ["connect", "Connection", "Job"]
+__all__ = ["connect", "Connection", "Job", "as_job"]
 
 
-def connect(address: str | ConnectionDetails, *, token: str | None = None, tls: bool | str | bytes = False,
-            headers: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT) -> Connection:
-    """Connect to a results server at `host:port` (or `qm://host:port`). Nothing is sent yet."""
-    if isinstance(address, ConnectionDetails):
-        return Connection(address)
-    details = ConnectionDetails.from_address(address, token=token, tls=tls,
-                                             headers=headers or {}, timeout=timeout)
-    return Connection(details)
+def connect(host: Any, port: int | None = None, *, cluster_name: str | None = None,
+            token: str | None = None, tls: TlsOption = None, headers: Mapping[str, str] | None = None,
+            timeout: float | None = None, connect_timeout: float | None = None,
+            follow_redirects: bool = True) -> Connection:
+    """Connect to a results server (ours or a QOP) the way qm-qua does, and learn what it is.
+
+    `host` is a host name, `"HOST:PORT"`, `"qm://HOST:PORT"`, our `ConnectionDetails`, or a
+    qm-qua `QuantumMachinesManager` (its connection is reused, nothing is sent). Without a port,
+    qm-qua's configured port and then 80 are tried. The first contact follows the gateway's
+    redirect (`follow_redirects`) and asks `GetInfo`; it fails within `connect_timeout` (default:
+    `timeout` if shorter, else 5 s or `$QM_XARRAY_CONNECT_TIMEOUT`) with one message that says
+    what to do. `timeout` is the deadline of each later RPC (default 120 s). The token is
+    `token`, else `$QM_XARRAY_TOKEN`, else qm-qua's `~/.qm/config.json`; `tls` is True, a CA
+    (path or PEM bytes) or `TlsCredentials` (mutual TLS); `cluster_name` and `headers` are sent
+    on every call with the gateway's headers.
+    """
+    if qmqua.kind_of(host) == "manager":
+        found = qmqua.describe(host)
+        return Connection(found.details, found.server)
+    rpc_timeout = DEFAULT_TIMEOUT if timeout is None else check_timeout(timeout)
+    first = config.connect_timeout(connect_timeout) if connect_timeout is not None or timeout is None \
+        else min(rpc_timeout, config.connect_timeout())
+    if isinstance(host, ConnectionDetails):
+        details, server = discovery.first_contact(host, first, follow_redirects)
+        return Connection(details, server)
+    if not isinstance(host, str):
+        raise QmTypeError(f"connect takes an address ('HOST:PORT'), ConnectionDetails or a qm-qua "
+                          f"QuantumMachinesManager, got {type(host).__name__}")
+    name, given, _ = split_host(host)
+    if port is not None and given is not None and port != given:
+        raise QmValueError(f"two ports for {host!r}: {given} in the address and port={port}")
+    ports = [port if port is not None else given] if (port or given) else config.default_ports()
+    options = dict(token=config.resolve_token(token), tls=tls, headers=tuple((headers or {}).items()),
+                   timeout=rpc_timeout, cluster_name=cluster_name)
+    for i, candidate in enumerate(ports):
+        details = ConnectionDetails(name, int(candidate), **options)  # type: ignore[arg-type]
+        try:
+            found, server = discovery.first_contact(details, first, follow_redirects)
+        except discovery.ServerUnreachableError:
+            if i == len(ports) - 1:
+                raise
+            continue
+        return Connection(found, server)
+    raise AssertionError("no port to try")  # pragma: no cover - ports is never empty
 
 
 class Connection:
-    """A results server. Picklable: only the connection details travel."""
+    """A results server. Picklable: only the connection details and what the server said travel."""
 
-    def __init__(self, details: ConnectionDetails):
+    def __init__(self, details: ConnectionDetails, server: ServerInfo | None = None):
         self.details = details
+        self._server = server
 
-    @cached_property
+    @property
+    def server(self) -> ServerInfo:
+        """What the server said of itself at first contact (asked now if it was not yet)."""
+        if self._server is None:
+            self._server = discovery.detect(self.details, config.connect_timeout())
+        return self._server
+
+    @property
     def capabilities(self) -> ServerCapabilities:
-        """What the server advertises; a server without our JobsService is taken for QOP 2 (v1)."""
-        try:
-            info = JobsClient(self.details).server_info()
-        except QMConnectionError as exc:
-            if "UNIMPLEMENTED" not in str(exc):
-                raise
-            return ServerCapabilities({QopCaps.job_streaming_state})
-        return ServerCapabilities.build(info.capabilities)
+        """What the server advertises (`__qop3`: a QOP 3, read through the v2 services)."""
+        return ServerCapabilities.build(self.server.capabilities)
 
     def service(self, job_id: str) -> JobResultServiceApi | JobResultApi:
         """The best results service for the server: v2 on QOP 3 servers, else v1."""
@@ -62,7 +107,7 @@ class Connection:
         return Job(self, job_id)
 
     def jobs(self) -> list[JobSummary]:
-        """Every job on the server, with state and per-stream counts."""
+        """Every job on the server, with state and per-stream counts (our JobsService)."""
         return JobsClient(self.details).list_jobs()
 
     def close(self) -> None:
@@ -76,10 +121,10 @@ class Connection:
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"details": self.details}
+        return {"details": self.details, "server": self._server}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.details = state["details"]
+        self.details, self._server = state["details"], state.get("server")
 
     def __dask_tokenize__(self) -> object:
         return ("qm_xarray.Connection", self.details.__dask_tokenize__())
@@ -107,9 +152,12 @@ class Job:
         return ("qm_xarray.Job", self.connection.details.target, self.id,
                 token if token is not None else uuid.uuid4().hex)
 
-    def summary(self) -> JobSummary:
-        """State, data loss, errors and per-stream counts (our JobsService)."""
-        return JobsClient(self.connection.details).get_job(self.id)
+    def summary(self, timeout: float | None = None) -> JobSummary:
+        """State, data loss, errors and per-stream counts: one call of our JobsService, or on
+        another server (a QOP) the results RPCs (schema, state, headers, errors)."""
+        if self.connection.server.is_qm_xarray:
+            return JobsClient(self.connection.details).get_job(self.id, timeout)
+        return _summary_from_results(self.connection, self.id, timeout)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"connection": self.connection, "id": self.id}
@@ -119,3 +167,37 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<Job {self.id!r} on {self.connection.details.target}>"
+
+
+def as_job(obj: Any) -> Job:
+    """Our Job for a job a user holds: ours, or qm-qua's job object, StreamsManager or fetcher
+    (read by our own client: picklable, deterministic dask names). No I/O, no import of qm-qua."""
+    if isinstance(obj, Job):
+        return obj
+    found = qmqua.describe(obj)
+    if found.job_id is None:
+        raise QmTypeError(f"a {type(obj).__name__} holds no job: use qx.connect(qmm).job(JOB_ID)")
+    return Connection(found.details, found.server).job(found.job_id)
+
+
+def _summary_from_results(connection: Connection, job_id: str, timeout: float | None) -> JobSummary:
+    service = connection.service(job_id)
+    schema = service.get_schema(timeout)
+    state = service.get_state(timeout)
+    if connection.capabilities.supports_multiple_streams_fetching and isinstance(service, JobResultApi):
+        headers = service.get_headers([(item.name, True) for item in schema], timeout) if schema else {}
+    else:
+        headers = {item.name: service.get_header(item.name, True, timeout) for item in schema}
+    streams = []
+    for item in schema:
+        header = headers[item.name]
+        dtype = header.dtype
+        timestamps = dtype.names is not None and "timestamp" in dtype.names
+        value = dtype["value"] if timestamps else dtype
+        shape = value.shape or item_shape(header.shape)
+        streams.append(StreamSummary(item.name, value.base.str, tuple(shape), item.is_single, timestamps,
+                                     item.expected_count, header.count_so_far))
+    ended = state.done or state.closed
+    errors = tuple(service.get_errors(timeout)) if ended else ()
+    return JobSummary(job_id, "done" if state.done else "closed" if state.closed else "running",
+                      state.has_dataloss, errors, tuple(streams), 0.0, time.time())

@@ -586,7 +586,7 @@ def test_serve_token_refuses_and_accepts(capsys: pytest.CaptureFixture[str],
     try:
         a = srv.address
         assert_one_line_error(run("jobs", "--address", a), 1,
-                              f"the server at {a} refused the call: missing token for GetServerInfo "
+                              f"the server at {a} refused the call: missing token for GetInfo "
                               "(give the token: --token TOKEN, or set QM_XARRAY_TOKEN)")
         code, out, err = run_main(capsys, "info", "x", "--address", a, "--token", "wrong")
         assert code == 1 and out == "" and len(err.strip().splitlines()) == 1 and "wrong token" in err

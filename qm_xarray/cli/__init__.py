@@ -29,8 +29,9 @@ from .common import UsageError, auth_hint  # noqa: E402
 
 __all__ = ["main", "build_parser"]
 
-# seconds to reach a server (and list or describe jobs) before giving up; tests may change it
-CONNECT_TIMEOUT = float(os.environ.get("QM_XARRAY_CONNECT_TIMEOUT", "5"))
+# seconds to reach a server (and list or describe jobs) before giving up; None: the client's rule
+# ($QM_XARRAY_CONNECT_TIMEOUT, else 5 s; checked when used); tests may change it
+CONNECT_TIMEOUT: float | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:

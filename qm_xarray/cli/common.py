@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..client.connection import ConnectionDetails, close_channels, parse_address
-from ..client.errors import AuthenticationError
-from ..client.jobs import JobsClient, JobSummary
-from ..errors import JobNotFoundError, QMConnectionError, QMTimeoutError, QmValueError
-from ..session import Connection
+from ..client import config
+from ..client.connection import ConnectionDetails, TlsCredentials, close_channels, parse_address
+from ..client.discovery import ServerUnreachableError
+from ..client.jobs import JobSummary
+from ..errors import JobNotFoundError, QMConnectionError, QmValueError
+from ..session import Connection, connect
 
 __all__ = ["UsageError", "DEFAULT_PORT", "DEFAULT_ADDRESS", "RPC_TIMEOUT", "TOKEN_ENV",
            "PRODUCER_TOKEN_ENV", "connect_timeout", "add_address", "add_json", "add_credentials",
@@ -32,7 +33,7 @@ __all__ = ["UsageError", "DEFAULT_PORT", "DEFAULT_ADDRESS", "RPC_TIMEOUT", "TOKE
 DEFAULT_PORT = 9510
 DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
 RPC_TIMEOUT = 120.0      # deadline of data RPCs of export and plot
-TOKEN_ENV = "QM_XARRAY_TOKEN"
+TOKEN_ENV = config.TOKEN_ENV
 PRODUCER_TOKEN_ENV = "QM_XARRAY_PRODUCER_TOKEN"
 TOKEN_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: a valid header value
 
@@ -42,10 +43,11 @@ class UsageError(Exception):
 
 
 def connect_timeout() -> float:
-    """`qm_xarray.cli.CONNECT_TIMEOUT`, read at each use (tests and scripts may change it)."""
+    """`qm_xarray.cli.CONNECT_TIMEOUT` if set (tests may change it), else the client's rule
+    (`$QM_XARRAY_CONNECT_TIMEOUT`, validated, else 5 s)."""
     from . import CONNECT_TIMEOUT
 
-    return CONNECT_TIMEOUT
+    return config.connect_timeout(CONNECT_TIMEOUT)
 
 
 # --------------------------------------------------------------------------------------- options
@@ -67,6 +69,14 @@ def add_credentials(p: argparse.ArgumentParser, producer: bool = False) -> None:
     p.add_argument("--tls-ca", default=None, metavar="PEM",
                    help="connect with TLS, trusting the certificate in this PEM file (the server's "
                         "self-signed certificate, or its CA)")
+    if not producer:
+        p.add_argument("--tls-client-cert", default=None, metavar="PEM",
+                       help="client certificate for servers that require mutual TLS (with "
+                            "--tls-client-key)")
+        p.add_argument("--tls-client-key", default=None, metavar="PEM",
+                       help="private key of --tls-client-cert")
+        p.add_argument("--cluster-name", default=None, metavar="NAME",
+                       help="cluster of a QOP gateway (default: any)")
 
 
 def check_token(token: str | None, source: str) -> str | None:
@@ -100,23 +110,34 @@ def read_pem(path: str, option: str, kind: str) -> bytes:
 
 @dataclass(frozen=True)
 class Credentials:
-    """What a client command presents: a bearer token, and TLS (the PEM bytes to trust)."""
+    """What a client command presents: a bearer token, TLS material and a gateway cluster name."""
 
     token: str | None = None
-    tls: bool | bytes = False
+    tls: TlsCredentials | None = None
+    cluster_name: str | None = None
 
     def details(self, address: str, timeout: float) -> ConnectionDetails:
-        return ConnectionDetails.from_address(address, timeout=timeout, token=self.token, tls=self.tls)
+        return ConnectionDetails.from_address(address, timeout=timeout, token=self.token, tls=self.tls,
+                                              cluster_name=self.cluster_name)
 
 
 def credentials(args: argparse.Namespace, producer: bool = False) -> Credentials:
-    """The token (`--token`, else the environment) and TLS (`--tls-ca`) the options give."""
+    """The token (`--token`, else the environment, else qm-qua's ~/.qm/config.json for readers),
+    TLS (`--tls-ca`, `--tls-client-cert/-key`) and `--cluster-name` the options give."""
     if args.token is not None:
         token = check_token(args.token, "--token")
+    elif producer:
+        token = env_token(PRODUCER_TOKEN_ENV, TOKEN_ENV)
     else:
-        token = env_token(PRODUCER_TOKEN_ENV, TOKEN_ENV) if producer else env_token(TOKEN_ENV)
-    tls = read_pem(args.tls_ca, "--tls-ca", "CERTIFICATE") if args.tls_ca is not None else False
-    return Credentials(token, tls)
+        token = config.resolve_token(None)
+    ca = read_pem(args.tls_ca, "--tls-ca", "CERTIFICATE") if args.tls_ca is not None else None
+    cert_path, key_path = getattr(args, "tls_client_cert", None), getattr(args, "tls_client_key", None)
+    if (cert_path is None) != (key_path is None):
+        raise UsageError("--tls-client-cert and --tls-client-key go together")
+    cert = read_pem(cert_path, "--tls-client-cert", "CERTIFICATE") if cert_path else None
+    key = read_pem(key_path, "--tls-client-key", "PRIVATE KEY") if key_path else None
+    tls = TlsCredentials(ca, cert, key) if (ca or cert) else None
+    return Credentials(token, tls, getattr(args, "cluster_name", None))
 
 
 def auth_hint(command: str) -> str:
@@ -137,55 +158,48 @@ def job_ref(job: str, address: str) -> tuple[str, str]:
     return address, job
 
 
-def _unreachable(address: str, creds: Credentials, reason: str) -> str:
-    text = f"cannot reach a results server at {address}: {reason}"
-    lowered = reason.lower()
-    tls_words, closed_words = ("ssl", "handshake", "certificate", "tls"), \
-        ("socket closed", "connection reset", "eof", "broken pipe")
-    if creds.tls and any(w in lowered for w in tls_words):
-        text += " (TLS failed: is --tls-ca the server's certificate, and does the server use TLS?)"
-    elif not creds.tls and any(w in lowered for w in closed_words):
-        text += " (if the server uses TLS, give --tls-ca PEM)"
-    return text
+def _unreachable(exc: ServerUnreachableError) -> str:
+    """The library's message, with the hint in the words of the command line."""
+    hint = {"closed": "if the server uses TLS, give --tls-ca PEM",
+            "tls": "TLS failed: is --tls-ca the server's certificate (or its CA), and does the "
+                   "server use TLS?",
+            "refused": "is a server running there? start one with `qm-xarray serve`, or check "
+                       "--address",
+            "unknown-host": "check the host name in --address",
+            "timeout": "check --address, and that no firewall drops the traffic"}.get(exc.kind, exc.hint)
+    return f"cannot reach a results server at {exc.address}: {exc.reason} ({hint})"
 
 
 @contextmanager
 def connected(address: str, creds: Credentials, jobs_service: bool = False) -> Iterator[Connection]:
-    """A Connection to `address`, checked to answer within `connect_timeout()` seconds (with our
-    JobsService if `jobs_service`; a QM server has only the results services)."""
+    """A Connection to `address` (ours or a QOP), reached within `connect_timeout()` seconds; with
+    `jobs_service`, a server that can list its jobs (ours)."""
     details = creds.details(address, RPC_TIMEOUT)
-    timeout = connect_timeout()
+    conn = None
     try:
         try:
-            JobsClient(details).server_info(timeout=timeout)
-        except AuthenticationError as exc:  # main adds what to do
-            reason = str(exc).split(": ", 1)[-1]
-            raise AuthenticationError(f"the server at {address} refused the call: {reason}") from None
-        except QMConnectionError as exc:  # refused (retried until the deadline), reset, ...
-            if "UNIMPLEMENTED" not in str(exc):
-                raise QMConnectionError(_unreachable(address, creds, str(exc))) from None
-            if jobs_service:
-                raise QMConnectionError(f"the server at {address} has no qm-xarray jobs service "
-                                        f"(a QM server?): cannot list or describe its jobs") from None
-        except QMTimeoutError:  # connected, but no answer
-            raise QMConnectionError(f"cannot reach a results server at {address}: no answer within "
-                                    f"{timeout:g} s") from None
-        yield Connection(details)
+            conn = connect(details, connect_timeout=connect_timeout())
+        except ServerUnreachableError as exc:
+            raise QMConnectionError(_unreachable(exc)) from None
+        if jobs_service and not conn.server.is_qm_xarray:
+            name = " ".join(x for x in (conn.server.implementation, conn.server.version) if x)
+            raise QMConnectionError(f"the server at {address} ({name or 'a QM server'}) has no "
+                                    f"qm-xarray jobs service: cannot list its jobs (name one: "
+                                    f"qm-xarray info JOB --address {address})")
+        yield conn
     finally:
         close_channels(details)
+        if conn is not None:
+            close_channels(conn.details)
 
 
-def summary(conn: Connection, job_id: str, address: str) -> JobSummary | None:
-    """The job's summary (None on a server without our JobsService); unknown job: one clear error."""
+def summary(conn: Connection, job_id: str, address: str) -> JobSummary:
+    """The job's summary (our JobsService, or a QOP's results RPCs); unknown job: one clear error."""
     try:
-        return JobsClient(conn.details).get_job(job_id, timeout=connect_timeout())
+        return conn.job(job_id).summary(timeout=connect_timeout())
     except JobNotFoundError:
-        raise JobNotFoundError(f"no job {job_id!r} on {address} (list them: qm-xarray jobs --address "
-                               f"{address})") from None
-    except QMConnectionError as exc:
-        if "UNIMPLEMENTED" in str(exc):
-            return None
-        raise
+        where = f"(list them: qm-xarray jobs --address {address})" if conn.server.is_qm_xarray else ""
+        raise JobNotFoundError(f"no job {job_id!r} on {address} {where}".rstrip()) from None
 
 
 # ---------------------------------------------------------------------------------------- output

@@ -54,9 +54,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         where = f"store {path}" + ("" if info["export_complete"] else " (export not finished)")
     else:
         address, job_id = job_ref(args.job, args.address)
-        with connected(address, credentials(args), jobs_service=True) as conn:
+        with connected(address, credentials(args)) as conn:
             found = summary(conn, job_id, address)
-        assert found is not None
         info = {**job_json(found), "address": address}
         where = address
     if args.json:

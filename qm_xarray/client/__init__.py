@@ -4,12 +4,12 @@ from ._base import VERY_LONG_TIME
 from .api_v1 import JobResultServiceApi
 from .api_v2 import JobResultApi
 from .capabilities import Capability, QopCaps, ServerCapabilities
-from .connection import ConnectionDetails, close_channels, parse_address
+from .connection import ConnectionDetails, TlsCredentials, close_channels, parse_address
 from .errors import AuthenticationError, map_rpc_error
-from .jobs import JobsClient, JobSummary, ServerInfo, StreamSummary
-from .models import Header, JobResultItemSchema, JobResultState, SchemaItem
+from .jobs import JobsClient, JobSummary, StreamSummary
+from .models import Header, JobResultItemSchema, JobResultState, SchemaItem, ServerInfo
 
 __all__ = ["VERY_LONG_TIME", "AuthenticationError", "Capability", "ConnectionDetails", "Header",
            "JobResultApi", "JobResultItemSchema", "JobResultServiceApi", "JobResultState",
            "JobSummary", "JobsClient", "QopCaps", "SchemaItem", "ServerCapabilities", "ServerInfo",
-           "StreamSummary", "close_channels", "map_rpc_error", "parse_address"]
+           "StreamSummary", "TlsCredentials", "close_channels", "map_rpc_error", "parse_address"]

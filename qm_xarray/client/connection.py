@@ -1,6 +1,7 @@
 """Picklable connection details and a per-process pool of gRPC channels.
 
-`ConnectionDetails` holds only what is needed to connect (address, TLS, token, headers, timeouts);
+`ConnectionDetails` holds only what is needed to connect (address, TLS material, token, gateway
+headers and cluster, timeouts);
 it opens its channel lazily, once per process, from a pool keyed by those details. Pickling (dask
 workers, tokenization) carries the details, never a channel; after a fork the child builds its own.
 """
@@ -11,13 +12,15 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from functools import cached_property
+from typing import Any, Union
 
 import grpc
 
-from ..errors import QMConnectionError, QmValueError
+from ..errors import QMConnectionError, QmTypeError, QmValueError
 
-__all__ = ["ConnectionDetails", "close_channels", "DEFAULT_TIMEOUT", "parse_address"]
+__all__ = ["ConnectionDetails", "TlsCredentials", "TlsOption", "close_channels", "DEFAULT_TIMEOUT",
+           "parse_address", "split_host"]
 
 DEFAULT_TIMEOUT = 120.0  # seconds; deadline of unary RPCs unless the caller gives one
 MAX_MESSAGE_BYTES = 100 * 1024 * 1024
@@ -35,28 +38,102 @@ def parse_address(address: str) -> tuple[str, int, str | None]:
     return host.strip("[]"), int(port), (job or None)
 
 
+def split_host(address: str) -> tuple[str, int | None, str | None]:
+    """Like `parse_address`, but the port may be missing: `host`, `host:port`, `qm://host/JOB`..."""
+    if not isinstance(address, str) or not address.strip():
+        raise QmValueError(f"address must be a string like 'host:port', got {address!r}")
+    rest = address[5:] if address.startswith("qm://") else address
+    hostport, _, job = rest.partition("/")
+    if hostport.count(":") == 1 or (hostport.startswith("[") and "]:" in hostport):
+        return parse_address(address)
+    host = hostport.strip("[]")  # a host name, an IPv4 address or an IPv6 one (bracketed or not)
+    if not host:
+        raise QmValueError(f"invalid address {address!r}: expected 'host[:port]'")
+    return host, None, (job or None)
+
+
+@dataclass(frozen=True)
+class TlsCredentials:
+    """TLS material as PEM bytes (never an `ssl.SSLContext`, which cannot travel to dask workers).
+
+    `ca`: the root certificate(s) to trust (None: the system's roots); `cert` and `key`: a client
+    certificate chain and its private key, for servers that require mutual TLS (both or neither).
+    """
+
+    ca: bytes | None = None
+    cert: bytes | None = field(default=None, repr=False)
+    key: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("ca", "cert", "key"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bytes):
+                raise QmTypeError(f"TLS {name} must be PEM bytes (use TlsCredentials.from_files for "
+                                  f"paths), got {type(value).__name__}")
+        if (self.cert is None) != (self.key is None):
+            raise QmValueError("mutual TLS needs both a client certificate and its private key")
+
+    @classmethod
+    def from_files(cls, ca: str | Path | None = None, cert: str | Path | None = None,
+                   key: str | Path | None = None) -> TlsCredentials:
+        """Read PEM files (their bytes travel, so workers need no copy of the files)."""
+        return cls(*(None if p is None else _read_pem(p) for p in (ca, cert, key)))
+
+    @classmethod
+    def coerce(cls, tls: TlsOption) -> TlsCredentials | None:
+        """None/False: plaintext; True: system roots; a path or PEM bytes: that CA."""
+        if tls is None or tls is False:
+            return None
+        if tls is True:
+            return cls()
+        if isinstance(tls, TlsCredentials):
+            return tls
+        if isinstance(tls, bytes):
+            return cls(ca=tls)
+        if isinstance(tls, (str, Path)):
+            return cls(ca=_read_pem(tls))
+        raise QmTypeError(f"tls must be True, a CA certificate (path or PEM bytes) or "
+                          f"TlsCredentials, got {type(tls).__name__}")
+
+
+TlsOption = Union[bool, str, bytes, Path, TlsCredentials, None]
+
+
+def _read_pem(path: str | Path) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise QmValueError(f"cannot read the PEM file {path}: {exc.strerror or exc}") from None
+
+
+GATEWAY_HEADERS = ("x-grpc-service", "authorization", "cluster_name", "any_cluster")
+
+
 @dataclass(frozen=True)
 class ConnectionDetails:
     """How to reach a results server. Cheap to pickle; channels come from a per-process pool.
 
-    `tls=True` uses the system roots; a path (or PEM bytes) names the root certificate to trust.
-    `token` is sent as `authorization: Bearer <token>`, as QM's client does.
+    Every call carries the metadata a QOP gateway routes by, as qm-qua sends it: the caller's
+    `headers`, `x-grpc-service: gateway`, `authorization: Bearer <token>` when there is a token, and
+    `cluster_name: <name>` (or `cluster_name: any` + `any_cluster: true`). `tls` is None (plaintext)
+    or the TLS material; True, a CA path or PEM bytes are accepted and converted. `origin` is the
+    address asked for when a gateway redirected the client here (for messages only).
     """
 
     host: str
     port: int
     token: str | None = field(default=None, repr=False)
-    tls: bool | str | bytes = False
+    tls: TlsCredentials | None = None
     headers: tuple[tuple[str, str], ...] = ()
     timeout: float = DEFAULT_TIMEOUT
     max_message_size: int = MAX_MESSAGE_BYTES
+    cluster_name: str | None = None
+    origin: str | None = field(default=None, compare=False)
     _closed: list[bool] = field(default_factory=lambda: [False], compare=False, repr=False)
 
     @classmethod
     def from_address(cls, address: str, **options: Any) -> ConnectionDetails:
         host, port, _ = parse_address(address)
-        if isinstance(options.get("headers"), dict):
-            options["headers"] = tuple(sorted(options["headers"].items()))
         return cls(host, port, **options)
 
     @property
@@ -64,11 +141,19 @@ class ConnectionDetails:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
-    @property
+    @cached_property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        """Call metadata: the configured headers plus the bearer token."""
-        extra = (("authorization", f"Bearer {self.token}"),) if self.token else ()
-        return tuple(self.headers) + extra
+        """Call metadata: the caller's headers, then the gateway's (see the class docstring)."""
+        ours = set(GATEWAY_HEADERS) if self.token else set(GATEWAY_HEADERS) - {"authorization"}
+        extra = [(k, v) for k, v in self.headers if k not in ours]
+        extra.append(("x-grpc-service", "gateway"))
+        if self.token:
+            extra.append(("authorization", f"Bearer {self.token}"))
+        if self.cluster_name and self.cluster_name != "any":
+            extra.append(("cluster_name", self.cluster_name))
+        else:
+            extra += [("cluster_name", "any"), ("any_cluster", "true")]
+        return tuple(extra)
 
     def channel(self) -> grpc.Channel:
         """This process's channel for these details (created on first use)."""
@@ -92,21 +177,31 @@ class ConnectionDetails:
                    # notice a restarted server quickly (gRPC's default grows to 120 s)
                    ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
                    ("grpc.max_reconnect_backoff_ms", 2000)]
-        if not self.tls:
+        if self.tls is None:
             return grpc.insecure_channel(self.target, options=options)
-        root = self.tls
-        if isinstance(root, str):
-            root = Path(root).read_bytes()
-        creds = grpc.ssl_channel_credentials(root_certificates=root if isinstance(root, bytes) else None)
+        creds = grpc.ssl_channel_credentials(root_certificates=self.tls.ca, private_key=self.tls.key,
+                                             certificate_chain=self.tls.cert)
         return grpc.secure_channel(self.target, creds, options=options)
 
     def __post_init__(self) -> None:
         from ._base import check_timeout  # a leaf helper; imported here to keep modules acyclic
 
         check_timeout(self.timeout, "the connection timeout")
+        object.__setattr__(self, "tls", TlsCredentials.coerce(self.tls))  # type: ignore[arg-type]
+        headers = self.headers.items() if isinstance(self.headers, dict) else self.headers
+        object.__setattr__(self, "headers", tuple((str(k).lower(), str(v)) for k, v in headers))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("metadata", None)  # cached; rebuilt on first use
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def __dask_tokenize__(self) -> object:
-        return ("qm_xarray.ConnectionDetails", self.target, self.tls, self.headers, self.token)
+        return ("qm_xarray.ConnectionDetails", self.target, self.tls, self.headers, self.token,
+                self.cluster_name)
 
 
 class _ChannelPool:

@@ -11,6 +11,7 @@ from ..wire.pb.qm_xarray.v1 import control_pb2_grpc as pb_grpc
 from .connection import ConnectionDetails
 from . import retry
 from .errors import map_rpc_error
+from .models import ServerInfo
 
 __all__ = ["JobsClient", "JobSummary", "StreamSummary", "ServerInfo"]
 
@@ -48,13 +49,6 @@ class JobSummary:
                                         s.spec.timestamps, s.spec.expected_count, s.count)
                           for s in info.streams),
             created=info.created_unix, updated=info.updated_unix)
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    implementation: str
-    version: str
-    capabilities: tuple[str, ...]
 
 
 class JobsClient:

@@ -8,11 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from .._version import IMPLEMENTATION
 from ..dtypes import decode_simple_dtype, parse_simple_dtype
 
 SEVERITY_NAMES = {0: "error", 1: "warning"}  # ExecutionErrorSeverity, v1 and v2 alike
 
-__all__ = ["SEVERITY_NAMES", "SchemaItem", "JobResultItemSchema", "Header", "JobResultState", "dtype_of"]
+__all__ = ["SEVERITY_NAMES", "SchemaItem", "JobResultItemSchema", "Header", "JobResultState", "ServerInfo",
+           "dtype_of"]
 
 
 @lru_cache(maxsize=1024)
@@ -69,3 +71,22 @@ class JobResultState:
     done: bool
     closed: bool
     has_dataloss: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What a server said of itself at first contact (`InfoService/GetInfo`)."""
+
+    implementation: str
+    version: str
+    capabilities: tuple[str, ...]
+
+    @property
+    def qop(self) -> int:
+        """3 for a QOP 3 server (capability `__qop3`: v2 services), else 2 (v1 results service)."""
+        return 3 if "__qop3" in self.capabilities else 2
+
+    @property
+    def is_qm_xarray(self) -> bool:
+        """True for our own server, which also lists jobs and takes producers."""
+        return self.implementation == IMPLEMENTATION

@@ -51,9 +51,11 @@ class QmBackendEntrypoint(BackendEntrypoint):
         decode_coords: Any = None,
     ) -> Any:
         from .layout import LayoutOptions, build_dataset
-        from .snapshot import resolve_job, snapshot
+        from .snapshot import default_streams, resolve_job, snapshot
 
-        job = resolve_job(filename_or_obj)
+        job = resolve_job(filename_or_obj, timeout)
+        if streams is None:
+            streams = default_streams(filename_or_obj)
         snap = snapshot(job, streams=streams, wait=wait, timeout=timeout)
         drop = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables or ())
         options = LayoutOptions(dims=dims or {}, coords=coords or {}, align=align, item_dim=item_dim,
@@ -68,6 +70,8 @@ class QmBackendEntrypoint(BackendEntrypoint):
                     "to combine snapshots of a growing job", UserWarning, stacklevel=3)
         else:
             _remember_snapshot(filename_or_obj, snap)
+            if job is not filename_or_obj:  # a qm-qua object, read through our Job
+                _remember_snapshot(job, snap)
         ds.encoding["qm_open_kwargs"] = {
             "streams": streams, "dims": dims, "coords": coords, "align": align, "item_dim": item_dim,
             "timestamps": timestamps, "chunk_bytes": chunk_bytes, "on_dataloss": on_dataloss,
@@ -76,11 +80,18 @@ class QmBackendEntrypoint(BackendEntrypoint):
         return ds
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
-        """Our Job or StreamsManager, a reference StreamsManager, or a `qm://` string (no I/O)."""
+        """Our Job or StreamsManager, a `qm://` string, or qm-qua's job objects, StreamsManager
+        and fetchers (by class name and module: no I/O, no import of qm-qua)."""
         if isinstance(filename_or_obj, str):
             return filename_or_obj.startswith("qm://")
         cls = type(filename_or_obj)
-        return cls.__name__ in ("Job", "StreamsManager") and cls.__module__.startswith(("qm_xarray", "qm."))
+        if cls.__name__ in ("Job", "StreamsManager") and cls.__module__.startswith("qm_xarray"):
+            return True
+        if not any(c.__module__.split(".")[0] == "qm" for c in cls.__mro__):
+            return False  # checked before importing our client: xarray asks this of every file
+        from ..client.qmqua import kind_of
+
+        return kind_of(filename_or_obj) in ("job", "streams", "fetcher")
 
 
 def _remember_snapshot(obj: Any, snap: Any) -> None:

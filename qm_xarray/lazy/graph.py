@@ -16,7 +16,9 @@ import numpy as np
 from dask.base import tokenize
 
 from ..errors import QmIndexError, QmTypeError, QmValueError, StreamProcessingDataLossError
+from ..client import qmqua
 from ..results import BaseSingleStreamFetcher, SingleStreamSingleResultFetcher
+from ..session import as_job
 from .source import ServiceSource, StreamSource
 
 __all__ = ["to_dask", "chunk_items", "StreamSlicer", "DEFAULT_CHUNK_BYTES", "MAX_CHUNKS"]
@@ -107,10 +109,14 @@ def to_dask(handle: BaseSingleStreamFetcher, chunks: Any = None, flat_struct: bo
     """A dask array of the items a `save_all` stream has now; each block calls `fetch(slice)`.
 
     `chunks` is items per chunk (or a dask chunks spec); by default about `chunk_bytes` (8 MiB)
-    of items. Costs two RPCs (header and job state); builds no per-chunk Python work.
+    of items. Costs two RPCs (header and job state); builds no per-chunk Python work. A qm-qua
+    fetcher is read through our client (one more RPC: the job's schema).
     """
+    if qmqua.kind_of(handle) == "fetcher":
+        handle = as_job(handle).result_handles[str(handle.name)]
     if not isinstance(handle, BaseSingleStreamFetcher):
-        raise QmTypeError(f"to_dask takes a stream handle of qm_xarray's StreamsManager, got "
+        raise QmTypeError(f"to_dask takes a stream handle (job.result_handles.get(NAME), ours or "
+                          f"qm-qua's), got "
                           f"{type(handle).__name__}")
     if isinstance(handle, SingleStreamSingleResultFetcher):
         raise QmTypeError(f"stream {handle.name!r} is a single (save) result: use fetch_all()")

@@ -7,26 +7,31 @@ snapshot includes its counts, so a later snapshot of a grown job never reuses ol
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dask.base import normalize_token
 
 from ..client import Header, JobResultApi, SchemaItem
 from ..client._base import VERY_LONG_TIME, Backoff
 from ..client.assembly import to_array
-from ..session import Job, connect
+from .. import _tokens
+from ..client import qmqua
+from ..session import Job, as_job, connect
 from ..errors import QmKeyError, QMTimeoutError, QmTypeError, QmValueError
 from ..results import MultipleStreamsFetcher, StreamsManager
 from ..results.postprocess import postprocess_single
-from .source import FetcherSource, ServiceSource, StreamSource
+from .source import ServiceSource, StreamSource
 
-__all__ = ["JobSnapshot", "StreamSnapshot", "snapshot", "resolve_job"]
+__all__ = ["JobSnapshot", "StreamSnapshot", "snapshot", "resolve_job", "default_streams"]
 
 
 @dataclass(frozen=True)
@@ -75,46 +80,73 @@ class JobSnapshot:
                 tuple(sorted(self.counts.items())), identity)
 
 
-def resolve_job(obj: Any) -> Any:
-    """A Job for a `qm://` string; our Job, our or a reference StreamsManager pass through."""
-    if isinstance(obj, str):
-        if not obj.startswith("qm://"):
-            raise QmValueError(f"expected 'qm://HOST:PORT/JOB_ID', got {obj!r}")
+def resolve_job(obj: Any, timeout: float | None = None) -> Job | StreamsManager:
+    """What the lazy layer reads: our Job or StreamsManager as given; a Job for a `qm://` string
+    (connecting within `timeout`) and for qm-qua's job objects, StreamsManagers and fetchers,
+    which are read by our own client (no I/O here for those)."""
+    if isinstance(obj, (Job, StreamsManager)):
+        return obj
+    if isinstance(obj, str) and obj.startswith("qm://"):
         from ..client import parse_address
 
         _, _, job_id = parse_address(obj)
         if not job_id:
             raise QmValueError(f"{obj!r} names no job: expected 'qm://HOST:PORT/JOB_ID'")
-        return connect(obj).job(job_id)
-    if isinstance(obj, (Job, StreamsManager)) or _is_reference_manager(obj):
-        return obj
-    raise QmTypeError(f"cannot read results from {type(obj).__name__}: expected a qm_xarray Job, "
-                      f"a StreamsManager or a 'qm://HOST:PORT/JOB_ID' string")
+        return connect(obj, connect_timeout=timeout).job(job_id)
+    if qmqua.kind_of(obj) in ("job", "streams", "fetcher"):
+        return as_job(obj)
+    if isinstance(obj, (str, os.PathLike)) and _is_zarr_store(obj):
+        raise QmValueError(f"{os.fspath(obj)!r} is a zarr store (an export?): open it with "
+                           f"xr.open_zarr({os.fspath(obj)!r}), not with engine 'qm'")
+    raise QmTypeError(f"cannot read results from {type(obj).__name__}: expected a job (qx.connect(...)"
+                      f".job(id), or qm-qua's job from qm.execute / qmm.get_job), a StreamsManager "
+                      f"(job.result_handles), or a 'qm://HOST:PORT/JOB_ID' string")
 
 
-def _is_reference_manager(obj: Any) -> bool:
-    return type(obj).__name__ == "StreamsManager" and hasattr(obj, "get") and hasattr(obj, "keys")
+@normalize_token.register_lazy("qm")
+def _register_qm_qua() -> None:
+    """Deterministic dask names for qm-qua's objects opened with the engine (dask calls this the
+    first time it tokenizes an object of qm-qua, which is therefore imported already)."""
+    from qm._stream_results._single_stream_fetchers import BaseSingleStreamFetcher
+    from qm._stream_results._streams_manager import StreamsManager as QmStreamsManager
+    from qm.api.v2.job_api.job_api import JobApi
+    from qm.jobs.base_job import QmBaseJob
+
+    @normalize_token.register((JobApi, QmBaseJob, QmStreamsManager, BaseSingleStreamFetcher))
+    def _normalize(obj: Any) -> object:
+        found = qmqua.describe(obj)
+        token = _tokens.token_of(obj)
+        return ("qm-qua", found.kind, found.details.target, found.job_id, found.stream,
+                token if token is not None else uuid.uuid4().hex)
+
+
+def _is_zarr_store(path: str | os.PathLike[str]) -> bool:
+    root = Path(path)
+    return root.is_dir() and any((root / name).exists() for name in ("zarr.json", ".zgroup"))
+
+
+def default_streams(obj: Any) -> list[str] | None:
+    """The streams to open when none are named: a qm-qua fetcher's own stream, else all."""
+    return [str(obj.name)] if qmqua.kind_of(obj) == "fetcher" else None
 
 
 def snapshot(job: Any, *, streams: Sequence[str] | None = None, wait: int | str | None = None,
              timeout: float | None = None) -> JobSnapshot:
-    """Take a snapshot of a job (our Job, a StreamsManager, or `qm://HOST:PORT/JOB_ID`).
+    """Take a snapshot of a job (see `resolve_job` for what is accepted).
 
     `wait=n` first waits until every selected `save_all` stream has n items, `wait="all"` until
     the job has ended; `timeout` bounds the wait (`QMTimeoutError`). On a v2 server with
     multiple-streams fetching this costs four RPCs whatever the number of streams: schema,
     state, all headers, and one data RPC for the current values of `save` streams.
     """
-    job = resolve_job(job)
+    job = resolve_job(job, timeout)
     if isinstance(job, Job):
         caps = job.connection.capabilities
         service = job.connection.service(job.id)
         known = None
-    elif isinstance(job, StreamsManager):
+    else:
         caps, service = job._capabilities, job._service
         known = [h._schema for h in job.values()]  # read when the manager was built: no RPC
-    else:
-        return _reference_snapshot(job, streams, wait, timeout)
     multiple = None
     if caps.supports_multiple_streams_fetching and isinstance(service, JobResultApi):
         multiple = MultipleStreamsFetcher(service)
@@ -131,28 +163,6 @@ def _wait_counts(headers_of: Any, names: list[str], wait: int, deadline: float, 
             return
         if not backoff.sleep():
             raise QMTimeoutError(f"job {job_id!r}: streams {short} have fewer than {wait} items")
-
-
-def _wait_reference(manager: Any, names: list[str], singles: set[str], wait: int | str | None,
-                    timeout: float | None) -> None:
-    """`wait=` through the public API of any StreamsManager; its timeouts become QMTimeoutError."""
-    if wait is None:
-        return
-    limit = VERY_LONG_TIME if timeout is None else timeout
-    deadline = time.monotonic() + limit
-    try:
-        if wait == "all":
-            manager.wait_for_all_values(limit)
-        elif isinstance(wait, bool) or not isinstance(wait, int) or wait < 0:
-            raise QmValueError(f"wait must be None, a count or 'all', got {wait!r}")
-        else:
-            for name in names:
-                if name not in singles:
-                    manager.get(name).wait_for_values(wait, max(deadline - time.monotonic(), 0.0))
-    except TimeoutError as exc:
-        if isinstance(exc, QMTimeoutError):
-            raise
-        raise QMTimeoutError(f"waiting for {wait!r}: {exc}") from None
 
 
 def _select(available: list[str], streams: Sequence[str] | None) -> list[str]:
@@ -221,41 +231,3 @@ def _single_values(service: Any, multiple: Any, headers: list[Header]) -> dict[s
         arr = to_array(buf, count, h)
         out[h.name] = np.asarray(postprocess_single(arr, True, h.name))
     return out
-
-
-def _reference_snapshot(manager: Any, streams: Sequence[str] | None, wait: int | str | None,
-                        timeout: float | None) -> JobSnapshot:
-    """A snapshot through the public API of any StreamsManager (e.g. the reference client's)."""
-    available = list(manager.keys())
-    names = _select(available, streams)
-    handles = {n: manager.get(n) for n in names}
-    singles = {n for n, h in handles.items() if type(h).__name__.startswith("SingleStreamSingle")}
-    _wait_reference(manager, names, singles, wait, timeout)
-    processing = manager.is_processing()
-    job_id = next(iter(handles.values())).job_id if handles else "unknown"
-    snaps, sources = {}, {}
-    dataloss = False
-    for name, handle in handles.items():
-        count = handle.count_so_far()
-        empty = np.asarray(handle.strict_fetch(slice(0, 0), flat_struct=True))
-        shape = tuple(empty.shape[1:]) or (1,)
-        header = Header(name, count, _descr_json(empty.dtype), shape, False)
-        dataloss = dataloss or handle.has_dataloss()
-        value = np.asarray(handle.fetch_all(flat_struct=True)) if name in singles and count else None
-        schema = SchemaItem(name, _descr_json(empty.dtype), name in singles, handle.expected_count,
-                            shape)
-        snaps[name] = StreamSnapshot(schema, header, min(count, 1) if name in singles else count, value)
-        sources[name] = FetcherSource(handle, job_id, header)
-    state = "running" if processing else "done"
-    return JobSnapshot(job_id, "reference-client", snaps, state, dataloss, (), _now(),
-                       _sources=sources)
-
-
-def _descr_json(dtype: np.dtype) -> str:
-    import json
-
-    from numpy.lib import format as npy_format
-
-    return json.dumps(npy_format.dtype_to_descr(dtype))
-
-

@@ -3,8 +3,8 @@
 A source reads `[start, stop)` and returns an array of shape `(n, *item_shape)` in the flat form
 (element dtype, or a `(value, timestamp)` record). `ServiceSource` talks to the results service
 directly (no header RPC per read) and pickles to connection details only, so dask workers open
-their own channel, once per process. `FetcherSource` wraps any handle with the reference API
-(for example a qm-qua StreamsManager's), for local use.
+their own channel, once per process. qm-qua's objects are read through it too (translated to our
+connection details by `client.qmqua`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..client import ConnectionDetails, Header, JobResultApi, JobResultServiceAp
 from ..dtypes import item_shape
 from ..errors import DataFetchingError
 
-__all__ = ["StreamSource", "ServiceSource", "FetcherSource", "item_shape_of"]
+__all__ = ["StreamSource", "ServiceSource", "item_shape_of"]
 
 
 def item_shape_of(header: Header) -> tuple[int, ...]:
@@ -76,26 +76,3 @@ class ServiceSource:
     def token(self) -> tuple[Any, ...]:
         return ("qm_xarray.ServiceSource", self.details.target, self.job_id, self.header.name,
                 self.header.simple_dtype, tuple(self.header.shape))
-
-
-class FetcherSource:
-    """A stream read through any handle with the reference API (`fetch(slice, flat_struct=True)`)."""
-
-    def __init__(self, fetcher: Any, job_id: str, header: Header):
-        self.fetcher = fetcher
-        self.job_id = job_id
-        self.header = header
-        self.name = header.name
-        self.dtype = header.dtype
-        self.item_shape = item_shape_of(header)
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        arr = np.asarray(self.fetcher.fetch(slice(start, stop), flat_struct=True))
-        count = stop - start
-        if arr.size != count * int(np.prod(self.item_shape, dtype=np.int64)):
-            raise DataFetchingError(f"stream {self.name!r} of job {self.job_id!r}: asked for "
-                                    f"{count} items, got an array of shape {arr.shape}")
-        return arr.reshape((count, *self.item_shape))
-
-    def token(self) -> tuple[Any, ...]:
-        return ("qm_xarray.FetcherSource", id(self.fetcher), self.job_id, self.name)

@@ -1,4 +1,5 @@
-"""ResultsServer: one gRPC server that serves a ResultStore over v1, v2 and our own services."""
+"""ResultsServer: one gRPC server that serves a ResultStore over v1, v2, QM's detection and manager
+RPCs (InfoService, QmmService) and our own services."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import grpc
 
 from .auth import TokenInterceptor
 from .control import JobsService, ProducerService
+from .service_qmm import InfoService, QmmService
 from .service_v1 import JobResultsServiceV1
 from .service_v2 import JobServiceV2
 from .store import ResultStore
@@ -53,7 +55,8 @@ class ResultsServer:
     that do not have the `qm.chunk_streaming` capability; it is then not advertised.
     `token` requires `authorization: Bearer <token>` on every RPC (`producer_token`, if given,
     on the producer service instead); `tls=(certificate chain, private key)` (PEM bytes or
-    paths) serves TLS. Listening beyond loopback without TLS warns.
+    paths) serves TLS, and `client_ca` (PEM) then requires client certificates it signed (mutual
+    TLS). Listening beyond loopback without TLS warns.
     """
 
     def __init__(self, store: ResultStore | None = None, host: str = "127.0.0.1", port: int = 0,
@@ -61,6 +64,7 @@ class ResultsServer:
                  interceptors: Sequence[grpc.ServerInterceptor] = (), token: str | None = None,
                  producer_token: str | None = None,
                  tls: tuple[str | bytes | Path, str | bytes | Path] | None = None,
+                 client_ca: str | bytes | Path | None = None,
                  max_concurrent_rpcs: int | None = None):
         # Each streaming call holds a pool thread while it lasts (a waiter for the whole job):
         # threads are created on demand, and beyond `max_concurrent_rpcs` (default: the pool size)
@@ -82,8 +86,12 @@ class ResultsServer:
             JobResultsServiceV1(self.store).handler(),
             JobServiceV2(self.store, chunk_streaming=chunk_streaming).handler(),
             JobsService(self.store, self.capabilities).handler(),
+            InfoService(self.capabilities).handler(),
+            QmmService(self.store).handler(),
             ProducerService(self.store).handler(),
         ])
+        if client_ca is not None and tls is None:
+            raise ValueError("client_ca (mutual TLS) needs tls=(certificate chain, private key)")
         if not is_loopback(host) and tls is None:
             warnings.warn(f"the results server listens on {host}, beyond loopback, without TLS",
                           stacklevel=2)
@@ -94,8 +102,9 @@ class ResultsServer:
                 self.port = self._server.add_insecure_port(bind)
             else:
                 chain, key = (_pem(x) for x in tls)
-                self.port = self._server.add_secure_port(
-                    bind, grpc.ssl_server_credentials([(key, chain)]))
+                ca = None if client_ca is None else _pem(client_ca)
+                self.port = self._server.add_secure_port(bind, grpc.ssl_server_credentials(
+                    [(key, chain)], root_certificates=ca, require_client_auth=ca is not None))
         except RuntimeError as exc:  # grpcio raises RuntimeError when it cannot bind
             raise OSError(f"could not listen on {bind}: {exc}") from None
         if self.port == 0:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 
 import grpc
 
-from .._version import __version__
+from .._version import IMPLEMENTATION, __version__
 from ..dtypes import StreamLayout
 from ..wire.pb.qm_xarray.v1 import control_pb2 as pb
 from ._rpc import InvalidRequest, client_stream, handlers, rpc, unary
@@ -48,7 +48,7 @@ class JobsService:
     @rpc
     def GetServerInfo(self, request: pb.GetServerInfoRequest,
                       context: grpc.ServicerContext) -> pb.GetServerInfoResponse:
-        return pb.GetServerInfoResponse(implementation="qm-xarray", version=__version__,
+        return pb.GetServerInfoResponse(implementation=IMPLEMENTATION, version=__version__,
                                         capabilities=self.capabilities)
 
     @rpc

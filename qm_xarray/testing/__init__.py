@@ -5,21 +5,37 @@
 - `reference_streams_manager`: the reference qm-qua client pointed at any server (needs qm-qua);
 - `our_streams_manager`: ours, built the same way, for conformance tests;
 - `RecordingInterceptor`: records every RPC a server receives, with its request;
-- `strategies`: hypothesis strategies for stream layouts and items (needs hypothesis).
+- `strategies`: hypothesis strategies for stream layouts and items (needs hypothesis);
+- `StandInQop`: an independent stand-in QOP 2/3 server built only from qm-qua's generated
+  servicers, for compatibility tests (needs qm-qua; loaded on first use);
+- `Redirector`: a cleartext HTTP/2 stand-in for the gateway's redirect probe `POST /` (needs h2;
+  loaded on first use).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
+from .._lazy_names import lazy_names
 from ..server import ResultsServer, ResultStore, serve
 from .jobs import STREAM_KINDS, StreamKind, make_items, make_job
 from .recording import RecordingInterceptor
 from .reference import REFERENCE_MODES, our_streams_manager, reference_streams_manager
 
-__all__ = ["REFERENCE_MODES", "RecordingInterceptor", "STREAM_KINDS", "StreamKind", "embedded_server", "make_items",
-           "make_job", "our_streams_manager", "reference_streams_manager"]
+# optional dependencies (qm-qua, h2): imported on first use, so `import qm_xarray.testing` needs neither
+_WHERE = {"StandInQop": ".qop", "Redirector": ".redirect"}
+
+__all__ = ["REFERENCE_MODES", "RecordingInterceptor", "Redirector", "STREAM_KINDS", "StandInQop",
+           "StreamKind", "embedded_server", "make_items", "make_job", "our_streams_manager",
+           "reference_streams_manager"]
+
+__getattr__, __dir__ = lazy_names(__name__, globals(), _WHERE)
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .qop import StandInQop
+    from .redirect import Redirector
 
 
 @contextmanager

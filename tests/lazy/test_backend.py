@@ -81,7 +81,8 @@ def test_guess_can_open_is_an_offline_type_check(recorded, done):
     backend = QmBackendEntrypoint()
     manager = recorded.job(done[0]).result_handles
     recorded.clear()
-    unreachable = qx.connect("127.0.0.1:1").job("nowhere")  # no server there: no I/O allowed
+    # no server there: no I/O allowed (a Connection made from details contacts no one until used)
+    unreachable = qx.Connection(qx.ConnectionDetails("127.0.0.1", 1)).job("nowhere")
     assert backend.guess_can_open(unreachable)
     assert backend.guess_can_open(manager)
     assert backend.guess_can_open("qm://127.0.0.1:1/job-1")

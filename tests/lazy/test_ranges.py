@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
+import qm_xarray as qx
+
 from qm_xarray.testing import STREAM_KINDS, StreamKind, make_job
 
 N = 5000
@@ -208,8 +210,11 @@ def test_opening_a_job_of_100_streams_transfers_no_items(recorded, chunks):
     kinds = {f"s{i:03d}": StreamKind("<f8" if i % 2 else "<i4", () if i % 3 else (3,)) for i in range(100)}
     job, _ = make_job(recorded.store, counts=50, kinds=kinds, seed=3)
     recorded.clear()
-    handle = recorded.job(job.id)
-    assert recorded.methods() == []  # qx.connect and .job send nothing
+    conn = qx.connect(recorded.address)
+    assert recorded.methods() == ["GetInfo"]  # the first contact: what the server is
+    recorded.clear()
+    handle = conn.job(job.id)
+    assert recorded.methods() == []  # .job sends nothing
     ds = xr.open_dataset(handle, engine="qm", chunks=chunks)
     repr(ds)
     methods = recorded.methods()
