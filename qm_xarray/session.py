@@ -20,6 +20,7 @@ from .client import (
     StreamSummary,
 )
 from .client import config, discovery, qmqua
+from .client.qmm import QmmClient
 from .client._base import check_timeout
 from .client.connection import DEFAULT_TIMEOUT, TlsOption, split_host
 from .client.models import ServerInfo
@@ -106,9 +107,16 @@ class Connection:
         """A handle on a job (nothing is fetched until you ask)."""
         return Job(self, job_id)
 
-    def jobs(self) -> list[JobSummary]:
-        """Every job on the server, with state and per-stream counts (our JobsService)."""
-        return JobsClient(self.details).list_jobs()
+    def jobs(self, timeout: float | None = None) -> list[JobSummary]:
+        """Every job on the server: with state and per-stream counts from our JobsService; from a
+        QOP 3's job listing (`QmmService/GetJobs`), with state and times only (no streams)."""
+        if self.server.is_qm_xarray:
+            return JobsClient(self.details).list_jobs(timeout)
+        if self.server.qop != 3:
+            raise QmTypeError(f"the server at {self.details.target} (QOP 2) cannot list its jobs: "
+                              f"name the job, connection.job(JOB_ID)")
+        return [JobSummary(r.job_id, r.state, False, (), (), r.created, r.updated)
+                for r in QmmClient(self.details).get_jobs((), timeout)]
 
     def close(self) -> None:
         """Close the connection: later calls through it raise `QMConnectionError`."""

@@ -683,3 +683,54 @@ def test_module_entry_point() -> None:
     result = subprocess.run([sys.executable, "-m", "qm_xarray.cli", "--version"], capture_output=True,
                             text=True, timeout=TIMEOUT)
     assert result.returncode == 0 and result.stdout.startswith("qm-xarray "), result
+
+
+# -- a QOP (a stand-in built from qm-qua's servicers) --------------------------------------------
+
+
+def test_the_client_commands_read_a_job_of_a_qop(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("qm", reason="the stand-in QOP is built from qm-qua's generated servicers")
+    from qm_xarray.testing import StandInQop, make_items
+
+    monkeypatch.delenv("QM_XARRAY_TOKEN", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.qm/config.json token
+    kinds = {name: STREAM_KINDS[name] for name in ("I", "c", "avg")}
+    items = {name: make_items(kind, 6, seed=i) for i, (name, kind) in enumerate(kinds.items())}
+    with StandInQop(qop=3, token="T", cluster_name="lab-a") as qop:
+        qop.add_job("qop-7", {name: (kind, items[name]) for name, kind in kinds.items()}, state="done")
+        where = ["--address", qop.address, "--token", "T", "--cluster-name", "lab-a"]
+        code, out, err = run_main(capsys, "info", "qop-7", *where, "--json")
+        assert code == 0, err
+        info = json.loads(out[out.index("{"):])  # qm-qua logs a line when first imported
+        assert info["state"] == "done" and {s["name"]: s["count"] for s in info["streams"]} == \
+            {"I": 6, "c": 6, "avg": 1}
+        code, out, err = run_main(capsys, "export", "qop-7", str(tmp_path / "qop.zarr"), *where, "--quiet")
+        assert code == 0, err
+        exported = xr.open_zarr(tmp_path / "qop.zarr")
+        np.testing.assert_array_equal(exported.c.values, items["c"])
+        code, out, err = run_main(capsys, "plot", "qop-7", *where, "-o", str(tmp_path / "qop.png"))
+        assert code == 0, err
+        assert png_size(tmp_path / "qop.png")[0] > 100
+        code, out, err = run_main(capsys, "jobs", *where)  # QOP 3's listing: states, no counts
+        assert code == 0 and re.search(r"^qop-7 +done ", out, re.M), (out, err)
+        code, out, err = run_main(capsys, "info", "qop-7", "--address", qop.address, "--token", "T",
+                                  "--cluster-name", "lab-b")
+        assert code == 1 and "no cluster named 'lab-b'" in err  # the gateway routes by cluster name
+
+
+def test_a_refused_port_is_reported_at_once_with_what_to_do() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run("jobs", "--address", f"127.0.0.1:{port}")  # the default deadline, not shortened
+    assert_one_line_error(result, 1, f"cannot reach a results server at 127.0.0.1:{port}: nothing "
+                          "listens there (connection refused) (is a server running there? start one "
+                          "with `qm-xarray serve`, or check --address)")
+
+
+@pytest.mark.parametrize("value", ["abc", "-3", "0"])
+def test_a_bad_connect_timeout_variable_is_one_line(value: str) -> None:
+    result = subprocess.run([*COMMAND, "jobs"], capture_output=True, text=True, timeout=TIMEOUT,
+                            env={**os.environ, "QM_XARRAY_CONNECT_TIMEOUT": value})
+    assert_one_line_error(result, 1, "QM_XARRAY_CONNECT_TIMEOUT")

@@ -173,7 +173,7 @@ def _unreachable(exc: ServerUnreachableError) -> str:
 @contextmanager
 def connected(address: str, creds: Credentials, jobs_service: bool = False) -> Iterator[Connection]:
     """A Connection to `address` (ours or a QOP), reached within `connect_timeout()` seconds; with
-    `jobs_service`, a server that can list its jobs (ours)."""
+    `jobs_service`, a server that can list its jobs (ours, or a QOP 3)."""
     details = creds.details(address, RPC_TIMEOUT)
     conn = None
     try:
@@ -181,11 +181,10 @@ def connected(address: str, creds: Credentials, jobs_service: bool = False) -> I
             conn = connect(details, connect_timeout=connect_timeout())
         except ServerUnreachableError as exc:
             raise QMConnectionError(_unreachable(exc)) from None
-        if jobs_service and not conn.server.is_qm_xarray:
+        if jobs_service and not conn.server.is_qm_xarray and conn.server.qop != 3:
             name = " ".join(x for x in (conn.server.implementation, conn.server.version) if x)
-            raise QMConnectionError(f"the server at {address} ({name or 'a QM server'}) has no "
-                                    f"qm-xarray jobs service: cannot list its jobs (name one: "
-                                    f"qm-xarray info JOB --address {address})")
+            raise QMConnectionError(f"the server at {address} ({name or 'a QOP 2'}) cannot list its "
+                                    f"jobs: name one, qm-xarray info JOB --address {address}")
         yield conn
     finally:
         close_channels(details)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..client.jobs import JobsClient
 from .common import (add_address, add_credentials, add_json, connect_timeout, connected, credentials,
                      job_ref, looks_like_path, print_json, summary)
 from .display import flags, job_json, progress_text, store_json, table, time_text
@@ -31,7 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 def cmd_jobs(args: argparse.Namespace) -> int:
     """List the jobs of the server: state, progress (items of save_all streams), flags."""
     with connected(args.address, credentials(args), jobs_service=True) as conn:
-        jobs = sorted(JobsClient(conn.details).list_jobs(timeout=connect_timeout()), key=lambda j: j.created)
+        jobs = sorted(conn.jobs(timeout=connect_timeout()), key=lambda j: j.created)
     infos = [job_json(j) for j in jobs]
     if args.json:
         print_json(infos)

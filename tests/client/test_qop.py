@@ -230,3 +230,52 @@ def test_a_qm_qua_job_computes_on_worker_processes(client: Any) -> None:
                 assert float(total) == pytest.approx(float(items.sum()))
         finally:
             qmm.close()
+
+
+# -- growing jobs: watch, refresh, export -------------------------------------------------------------
+
+
+@pytest.fixture
+def growing() -> Iterator[tuple[StandInQop, QuantumMachinesManager, np.ndarray]]:
+    kind = STREAM_KINDS["I"]
+    items = make_items(kind, 40, seed=9)
+    with StandInQop(qop=3) as server:
+        server.add_job("grow", {"I": (kind, items[:10])}, state="running")
+        qmm = QuantumMachinesManager(host="127.0.0.1", port=server.port, timeout=10)
+        try:
+            yield server, qmm, items
+        finally:
+            qmm.close()
+
+
+def test_refresh_of_a_dataset_opened_from_a_qm_qua_job(growing) -> None:
+    server, qmm, items = growing
+    ds = xr.open_dataset(qmm.get_job("grow"), engine="qm", chunks={})
+    server.append("grow", "I", items[10:25])
+    later = qx.refresh(ds, wait=25, timeout=10)
+    assert ds.I.shape == (10,) and later.I.shape == (25,) and ds.I.data.name != later.I.data.name
+    np.testing.assert_array_equal(later.I.values, items[:25])
+
+
+def test_watch_and_export_a_qm_qua_job_while_it_runs(growing, tmp_path: Any) -> None:
+    server, qmm, items = growing
+    job = qmm.get_job("grow")
+    frames = []
+    for ds in qx.watch(job, every=0.05, timeout=30):
+        frames.append(ds.I.size)
+        if ds.I.size == 10:
+            server.append("grow", "I", items[10:])
+            server.set_state("grow", "done")
+    assert frames[0] == 10 and frames[-1] == 40
+    np.testing.assert_array_equal(ds.I.values, items)
+    result = qx.export_zarr(job, tmp_path / "grow.zarr", progress=False)
+    np.testing.assert_array_equal(xr.open_zarr(result.path).I.values, items)
+
+
+def test_jobs_are_listed_by_a_qop_3_and_not_by_a_qop_2(qop: StandInQop) -> None:
+    conn = qx.connect(qop.address, token=TOKEN)
+    if "__qop3" in qop.capabilities:
+        assert [(j.job_id, j.state, j.streams) for j in conn.jobs()] == [(JOB, "done", ())]
+    else:
+        with pytest.raises(TypeError, match="QOP 2.*cannot list its jobs"):
+            conn.jobs()
