@@ -22,7 +22,7 @@ from .client import (
 from .client import config, discovery, qmqua
 from .client.qmm import QmmClient
 from .client._base import check_timeout
-from .client.connection import DEFAULT_TIMEOUT, TlsOption, split_host
+from .client.connection import DEFAULT_TIMEOUT, TlsCredentials, TlsOption, split_host
 from .client.models import ServerInfo
 from .dtypes import item_shape
 from .errors import QmTypeError, QmValueError
@@ -62,18 +62,22 @@ def connect(host: Any, port: int | None = None, *, cluster_name: str | None = No
     name, given, _ = split_host(host)
     if port is not None and given is not None and port != given:
         raise QmValueError(f"two ports for {host!r}: {given} in the address and port={port}")
-    ports = [port if port is not None else given] if (port or given) else config.default_ports()
-    options = dict(token=config.resolve_token(token), tls=tls, headers=tuple((headers or {}).items()),
-                   timeout=rpc_timeout, cluster_name=cluster_name)
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+        raise QmValueError(f"port must be a number from 1 to 65535, got {port!r}")
+    chosen = port if port is not None else given
+    ports = [chosen] if chosen is not None else config.default_ports()
+    secret, material = config.resolve_token(token), TlsCredentials.coerce(tls)
     for i, candidate in enumerate(ports):
-        details = ConnectionDetails(name, int(candidate), **options)  # type: ignore[arg-type]
+        details = ConnectionDetails(name, candidate, token=secret, tls=material,
+                                    headers=tuple((headers or {}).items()), timeout=rpc_timeout,
+                                    cluster_name=cluster_name)
         try:
-            found, server = discovery.first_contact(details, first, follow_redirects)
+            reached, server = discovery.first_contact(details, first, follow_redirects)
         except discovery.ServerUnreachableError:
             if i == len(ports) - 1:
                 raise
             continue
-        return Connection(found, server)
+        return Connection(reached, server)
     raise AssertionError("no port to try")  # pragma: no cover - ports is never empty
 
 

@@ -14,6 +14,7 @@ import pickle
 from collections.abc import Iterator
 from typing import Any
 
+import cloudpickle
 import numpy as np
 import pytest
 import xarray as xr
@@ -22,7 +23,7 @@ pytest.importorskip("qm", reason="the reference client qm-qua is not installed")
 pytestmark = pytest.mark.compat
 
 import qm.user_config  # noqa: E402
-from qm import QuantumMachinesManager  # noqa: E402
+from qm import QmJob, QuantumMachinesManager  # noqa: E402
 
 import qm_xarray as qx  # noqa: E402
 from qm_xarray.testing import STREAM_KINDS, StandInQop, make_items  # noqa: E402
@@ -148,6 +149,8 @@ def held_objects(qmm: QuantumMachinesManager, qop: StandInQop) -> dict[str, Any]
     held = {"result_handles": res, "fetcher": res.get("I")}
     if "__qop3" in qop.capabilities:
         held["job"] = qmm.get_job(JOB)
+    else:  # what `qm.get_job(id)` of a QOP 2 QuantumMachine builds
+        held["job"] = QmJob(JOB, "qm-1", qmm._frontend, qmm.capabilities)
     return held
 
 
@@ -177,6 +180,8 @@ def test_open_dataset_of_what_qm_qua_users_hold(qop: StandInQop, qmm: QuantumMac
         assert ds.I.data.name == again.I.data.name  # deterministic dask names (a finished job)
         back = pickle.loads(pickle.dumps(ds))
         np.testing.assert_array_equal(back.I.values, ds.I.values)
+        graph = cloudpickle.dumps(dict(ds.I.data.__dask_graph__()))
+        assert b"qm.api" not in graph and b"qm._stream" not in graph  # workers need no qm-qua
 
 
 def test_to_dask_of_a_qm_qua_fetcher(qop: StandInQop, qmm: QuantumMachinesManager) -> None:
