@@ -33,6 +33,7 @@ __all__ = ["add_parser", "cmd_demo", "Demo", "DEMO_STEPS"]
 
 POLL_SECONDS = 0.1       # one GetJob per poll
 PRINT_SECONDS = 0.5      # without a TTY: one progress line per this interval
+TRANCHES = 4             # the run is released in this many parts, each once shown
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -82,9 +83,10 @@ class _Progress:
         self.bar: Any = None
         self.tty = bool(getattr(out, "isatty", lambda: False)())
 
-    def update(self, job: JobSummary) -> None:
+    def update(self, job: JobSummary) -> bool:
+        """Show the job's progress; True if it was shown now (a line printed, the bar redrawn)."""
         if self.quiet:
-            return
+            return False
         done, total = job_fraction(job)
         if self.tty:
             if self.bar is None:
@@ -98,12 +100,14 @@ class _Progress:
             self.bar.n = done
             self.bar.set_postfix_str(stream_counts(job), refresh=False)
             self.bar.refresh()
-            return
+            return True
         now = time.monotonic()
         if now - self.last_print >= PRINT_SECONDS or job.state != "running":
             self.last_print = now
             print(f"    {now - self.start:5.1f}s {job.state:8s} {done}/{total}: {stream_counts(job)}",
                   file=self.out, flush=True)
+            return True
+        return False
 
     def close(self) -> None:
         if self.bar is not None:
@@ -152,7 +156,10 @@ def demo_serve(d: Demo) -> None:
 def demo_simulate(d: Demo) -> None:
     """The simulated experiment writes through the remote producer (gRPC)."""
     assert d.server is not None
-    d.sim = simulation(d.args, RemoteStore(d.server.address, timeout=10.0)).start()
+    d.sim = simulation(d.args, RemoteStore(d.server.address, timeout=10.0))
+    if not d.args.quiet:  # the progress shown is paced by the demo, not by the machine's speed
+        d.sim.allow(_tranche(d.sim.n_steps))
+    d.sim.start()
     d.stack.callback(d.sim.stop)
     exp = d.sim.experiment
     d.next(f"simulating {exp.name!r} ({EXPERIMENTS[exp.name]}) as job {d.sim.job_id}: "
@@ -188,16 +195,23 @@ def demo_watch(d: Demo) -> None:
     deadline = time.monotonic() + d.args.timeout
     try:
         while True:
+            written = d.sim.steps_done >= d.sim.allowed  # before the read: the read includes it
             d.job = client.get_job(job_id, timeout=5.0)
-            show.update(d.job)
+            shown = show.update(d.job)
             if d.job.state != "running":
                 break
+            if shown and written:  # this part of the run was shown: release the next one
+                d.sim.allow(d.sim.allowed + _tranche(d.sim.n_steps))
             if time.monotonic() > deadline:
                 raise QMTimeoutError(f"demo: job {job_id} did not end within {d.args.timeout:g} s")
             time.sleep(POLL_SECONDS)
     finally:
         show.close()
     d.sim.join(10.0)  # re-raises a failure of the simulation itself
+
+
+def _tranche(n_steps: int) -> int:
+    return max(1, -(-n_steps // TRANCHES))
 
 
 def demo_table(d: Demo) -> None:

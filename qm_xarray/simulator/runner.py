@@ -86,6 +86,7 @@ class Simulation:
         self.job: Any = None
         self.state = "pending"  # then running, and done / cancelled / failed / crashed
         self.steps_done = 0
+        self.allowed = self.experiment.n_steps  # steps it may write so far (see `allow`)
         self.exception: BaseException | None = None
         self._writers: dict[str, Any] = {}
         self._stop = threading.Event()
@@ -155,6 +156,11 @@ class Simulation:
         """Ask the run to cancel its job at the next step (returns at once; see `join`)."""
         self._stop.set()
 
+    def allow(self, steps: int) -> None:
+        """Write no further than `steps` steps until allowed more: a caller that shows the job
+        (the demo) paces the run by what it has shown, whatever the speed of the machine."""
+        self.allowed = max(0, min(int(steps), self.experiment.n_steps))
+
     def _guarded_loop(self) -> None:
         try:
             self.state = self._loop()
@@ -192,7 +198,7 @@ class Simulation:
                 break
             now = time.monotonic()
             due = n if math.isinf(self.rate) else int((now - start) * self.rate)
-            limit = min(n, self.steps_done + max_batch, pending[0][0] if pending else n)
+            limit = min(n, self.steps_done + max_batch, pending[0][0] if pending else n, self.allowed)
             target = min(due, limit)
             if target > self.steps_done and (math.isinf(self.rate) or now - last_write >= MIN_INTERVAL):
                 self._write(self.steps_done, target)

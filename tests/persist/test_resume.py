@@ -48,14 +48,35 @@ def committed(path: Path) -> dict[str, int] | None:
         return committed(path)
 
 
-def grow(writer: qx.JobWriter, stop: threading.Event) -> None:
-    """Append until done (or stopped), then finish the job."""
+class Allowance:
+    """How many appends the test lets the producer make so far: the job grows with the kill
+    cycles, not with the wall clock, so every kill finds it running whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        self.allowed = 0
+        self._changed = threading.Condition()
+
+    def allow(self, appends: int) -> None:
+        with self._changed:
+            self.allowed = max(self.allowed, appends)
+            self._changed.notify_all()
+
+    def wait_for(self, k: int, stop: threading.Event) -> bool:
+        """True once append `k` is allowed; False if stopped first."""
+        with self._changed:
+            while self.allowed <= k and not stop.is_set():
+                self._changed.wait(0.1)
+            return not stop.is_set()
+
+
+def grow(writer: qx.JobWriter, stop: threading.Event, allowance: Allowance) -> None:
+    """Append as allowed until done (or stopped), then finish the job."""
     rng = np.random.default_rng(7)
     trace = writer.stream("trace")
     shots, state, average = writer.stream("I"), writer.stream("state"), writer.stream("avg")
     total = np.zeros(TRACE)
     for k in range(APPENDS):
-        if stop.is_set():
+        if not allowance.wait_for(k, stop):
             break
         records = np.empty(ITEMS, dtype=[("value", "<f8", (TRACE,)), ("timestamp", "<i8")])
         records["value"] = rng.normal(size=(ITEMS, TRACE))
@@ -78,7 +99,8 @@ def test_kill_and_resume_equals_an_uninterrupted_export(store: qx.ResultStore, s
     writer.add_stream("state", "|b1", expected_count=APPENDS * ITEMS * 5)
     writer.add_stream("avg", "<f8", (TRACE,), single=True, expected_count=1)
     stop = threading.Event()
-    appender = threading.Thread(target=grow, args=(writer, stop), daemon=True)
+    allowance = Allowance()
+    appender = threading.Thread(target=grow, args=(writer, stop, allowance), daemon=True)
     appender.start()
 
     path = tmp_path / "run.zarr"
@@ -89,6 +111,7 @@ def test_kill_and_resume_equals_an_uninterrupted_export(store: qx.ResultStore, s
     kills: list[dict[str, int] | None] = []  # the commit marker after each kill
     try:
         for cycle in range(KILLS):
+            allowance.allow((cycle + 1) * APPENDS // (KILLS + 1))  # more to export in each run
             before = committed(path)
             proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             # a random moment once this run writes: the first run while it makes its template,
@@ -103,6 +126,7 @@ def test_kill_and_resume_equals_an_uninterrupted_export(store: qx.ResultStore, s
             if proc.returncode != -signal.SIGKILL:  # it ended first: the job is over
                 break
             kills.append(committed(path))
+        allowance.allow(APPENDS)
         final = subprocess.run(command, capture_output=True, text=True, timeout=60)
     finally:
         stop.set()
