@@ -204,3 +204,17 @@ def test_bad_target() -> None:
         Simulation("rabi", object())
     with pytest.raises(ValueError):
         Simulation("rabi", "not an address")
+
+
+def test_allow_holds_the_run_at_what_was_allowed(store: qx.ResultStore) -> None:
+    """A run released part by part (as the demo does) writes no further than allowed."""
+    sim = Simulation("rabi", store, rate=math.inf, n_avg=40)
+    sim.allow(10)
+    sim.start()
+    deadline = time.monotonic() + 30
+    while sim.steps_done < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not sim.join(0.2)  # held: still running
+    assert sim.steps_done == 10 and store.job(sim.job_id).state is JobState.RUNNING
+    sim.allow(sim.n_steps)
+    assert sim.join(30) and sim.state == "done" and sim.steps_done == sim.n_steps
