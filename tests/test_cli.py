@@ -712,7 +712,7 @@ def test_the_client_commands_read_a_job_of_a_qop(tmp_path: Path, capsys: pytest.
         assert code == 0, err
         assert png_size(tmp_path / "qop.png")[0] > 100
         code, out, err = run_main(capsys, "jobs", *where)  # QOP 3's listing: states, no counts
-        assert code == 0 and re.search(r"^qop-7 +done ", out, re.M), (out, err)
+        assert code == 0 and re.search(r"^qop-7 +done +- ", out, re.M), (out, err)  # no counts listed
         code, out, err = run_main(capsys, "info", "qop-7", "--address", qop.address, "--token", "T",
                                   "--cluster-name", "lab-b")
         assert code == 1 and "no cluster named 'lab-b'" in err  # the gateway routes by cluster name
@@ -733,3 +733,22 @@ def test_a_bad_connect_timeout_variable_is_one_line(value: str) -> None:
     result = subprocess.run([*COMMAND, "jobs"], capture_output=True, text=True, timeout=TIMEOUT,
                             env={**os.environ, "QM_XARRAY_CONNECT_TIMEOUT": value})
     assert_one_line_error(result, 1, "QM_XARRAY_CONNECT_TIMEOUT")
+
+
+def test_an_address_without_a_port_and_a_gateway_without_the_cluster(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No port: qm-qua's configured one (then 80); a gateway's 400 names --cluster-name."""
+    from qm_xarray.testing import Redirector
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("QM_XARRAY_TOKEN", raising=False)
+    store = qx.ResultStore()
+    make_job(store, 3, job_id="here")
+    with qx.serve(store) as server:
+        (tmp_path / ".qm").mkdir()
+        (tmp_path / ".qm" / "config.json").write_text(json.dumps({"quantumMachinesManager_port": server.port}))
+        code, out, err = run_main(capsys, "jobs", "--address", "127.0.0.1")
+        assert code == 0 and re.search(r"^here +done ", out, re.M), err
+    with Redirector(None, status=400) as gateway:
+        code, out, err = run_main(capsys, "jobs", "--address", gateway.address, "--cluster-name", "lab-b")
+        assert code == 1 and err.strip().endswith("found no cluster named 'lab-b': check --cluster-name")

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..client import config
 from ..client.connection import ConnectionDetails, TlsCredentials, close_channels, parse_address
-from ..client.discovery import ServerUnreachableError
+from ..client.discovery import ClusterNotFoundError, ServerUnreachableError
 from ..client.jobs import JobSummary
 from ..errors import JobNotFoundError, QMConnectionError, QmValueError
 from ..session import Connection, connect
@@ -62,7 +62,8 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 def add_credentials(p: argparse.ArgumentParser, producer: bool = False) -> None:
     """`--token` and `--tls-ca` of a command that talks to a server (`producer`: it writes)."""
-    env = f"${PRODUCER_TOKEN_ENV}, else ${TOKEN_ENV}" if producer else f"${TOKEN_ENV}"
+    env = f"${PRODUCER_TOKEN_ENV}, else ${TOKEN_ENV}" if producer else \
+        f"${TOKEN_ENV}, else qm-qua's ~/.qm/config.json"
     p.add_argument("--token", default=None, metavar="TOKEN",
                    help=f"bearer token the server requires (default: {env}; prefer the variable, "
                         "a command line is visible to other users; '' sends none)")
@@ -174,20 +175,23 @@ def _unreachable(exc: ServerUnreachableError) -> str:
 def connected(address: str, creds: Credentials, jobs_service: bool = False) -> Iterator[Connection]:
     """A Connection to `address` (ours or a QOP), reached within `connect_timeout()` seconds; with
     `jobs_service`, a server that can list its jobs (ours, or a QOP 3)."""
-    details = creds.details(address, RPC_TIMEOUT)
     conn = None
     try:
-        try:
-            conn = connect(details, connect_timeout=connect_timeout())
+        try:  # an address without a port tries qm-qua's configured one, then 80
+            conn = connect(address, token=creds.token or "", tls=creds.tls,
+                           cluster_name=creds.cluster_name, timeout=RPC_TIMEOUT,
+                           connect_timeout=connect_timeout())
         except ServerUnreachableError as exc:
             raise QMConnectionError(_unreachable(exc)) from None
+        except ClusterNotFoundError as exc:
+            raise QMConnectionError(str(exc).replace("check the cluster name",
+                                                     "check --cluster-name")) from None
         if jobs_service and not conn.server.is_qm_xarray and conn.server.qop != 3:
             name = " ".join(x for x in (conn.server.implementation, conn.server.version) if x)
             raise QMConnectionError(f"the server at {address} ({name or 'a QOP 2'}) cannot list its "
                                     f"jobs: name one, qm-xarray info JOB --address {address}")
         yield conn
     finally:
-        close_channels(details)
         if conn is not None:
             close_channels(conn.details)
 

@@ -115,5 +115,8 @@ def flags(info: dict[str, Any]) -> str:
 
 
 def progress_text(info: dict[str, Any]) -> str:
+    """`done/expected (pct)`; "-" for a job whose streams the server did not list (a QOP's)."""
+    if not info["streams"]:
+        return "-"
     done, total = info["count"], info["expected"]
     return f"{done}/{total}" + (f" ({100 * done / total:.0f}%)" if total else "")

@@ -43,8 +43,8 @@ _UNKNOWN_HOST = ("dns", "name or service not known", "nodename nor servname", "n
                  "no address associated", "getaddrinfo")
 _TLS = ("handshake", "certificate", "ssl", "tsi_", "wrong_version_number", "alpn")
 _CLOSED = ("socket closed", "connection reset", "eof", "broken pipe", "end of tcp stream")
-TLS_HINT = ("check the TLS options: the CA must have signed the server's certificate, and the "
-            "server must use TLS")
+TLS_HINT = ("check the TLS options: the CA must have signed the server's certificate, the server "
+            "must use TLS, and a server that requires mutual TLS needs a client certificate and key")
 PLAINTEXT_HINT = "if the server uses TLS, connect with TLS (tls=CA, or --tls-ca PEM in the CLI)"
 
 
@@ -58,7 +58,13 @@ class ServerUnreachableError(QMConnectionError):
 
 
 class ClusterNotFoundError(QMConnectionError):
-    """The gateway answered that it has no such cluster (HTTP 400 to the redirect probe)."""
+    """The gateway has no such cluster (HTTP 400 to the redirect probe, or NOT_FOUND at first
+    contact); `.address` and `.cluster_name` say which."""
+
+    def __init__(self, address: str, cluster_name: str | None, detail: str = ""):
+        super().__init__(f"the gateway at {address} found no cluster named {cluster_name or 'any'!r}"
+                         + (f" ({detail})" if detail else "") + ": check the cluster name")
+        self.address, self.cluster_name = address, cluster_name
 
 
 def diagnose(address: str, text: str, tls: bool) -> ServerUnreachableError:
@@ -122,8 +128,7 @@ def probe_redirect(details: ConnectionDetails, timeout: float) -> tuple[str, int
     if response.status_code == 302 and response.headers.get("location"):
         return parse_location(response.headers["location"])
     if response.status_code == 400:
-        raise ClusterNotFoundError(f"the gateway at {details.target} found no cluster named "
-                                   f"{details.cluster_name or 'any'!r}: check cluster_name")
+        raise ClusterNotFoundError(details.target, details.cluster_name)
     return None
 
 
@@ -183,6 +188,8 @@ def _first_contact_error(details: ConnectionDetails, exc: grpc.RpcError, timeout
         return AuthenticationError(f"the server at {details.target} refused the call: {text}")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return _timed_out(details.target, timeout)
+    if code is grpc.StatusCode.NOT_FOUND:  # GetInfo exists everywhere: the gateway found no cluster
+        return ClusterNotFoundError(details.target, details.cluster_name, text)
     if code is grpc.StatusCode.UNAVAILABLE:
         return diagnose(details.target, text, details.tls is not None)
     if "http2 header with status" in text.lower():  # an HTTP server, not gRPC
