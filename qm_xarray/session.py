@@ -21,7 +21,7 @@ from .client import (
 )
 from .client import config, discovery, qmqua
 from .client.qmm import QmmClient
-from .client._base import check_timeout
+from .client.deadlines import check_timeout
 from .client.connection import DEFAULT_TIMEOUT, TlsCredentials, TlsOption, split_host
 from .client.models import ServerInfo
 from .dtypes import item_shape

@@ -1,6 +1,6 @@
 """Client side: connection details, the v1/v2 results service clients, capabilities."""
 
-from ._base import VERY_LONG_TIME
+from .deadlines import VERY_LONG_TIME
 from .api_v1 import JobResultServiceApi
 from .api_v2 import JobResultApi
 from .capabilities import Capability, QopCaps, ServerCapabilities

@@ -3,37 +3,20 @@ error mapping (`errors.map_rpc_error`)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 
-from ..errors import QMConnectionError, QmTypeError, QmValueError
+from ..errors import QMConnectionError, QmValueError
 from . import retry
 from .connection import ConnectionDetails
+from .deadlines import check_timeout
 from .errors import map_rpc_error
 
-__all__ = ["ServiceBase", "VERY_LONG_TIME", "Backoff"]
+__all__ = ["ServiceBase", "MAX_LIMIT", "check_limit"]
 
-VERY_LONG_TIME = 2e6  # seconds: the reference's default for waits and fetch_results
 MAX_LIMIT = 2**31 - 1  # counts and limits are int32 on the wire
-
-
-class Backoff:
-    """Sleeps between polls: 20 ms doubling to 0.5 s, never past the deadline."""
-
-    def __init__(self, deadline: float, first: float = 0.02, cap: float = 0.5):
-        self.deadline, self.delay, self.cap = deadline, first, cap
-
-    def sleep(self) -> bool:
-        """Sleep once; False (without sleeping) when the deadline has passed."""
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            return False
-        time.sleep(min(self.delay, left))
-        self.delay = min(self.delay * 2, self.cap)
-        return True
 
 
 class ServiceBase:
@@ -112,15 +95,6 @@ def _invoke(call: Any, request: Any, timeout: float, metadata: Any, what: str) -
 
 def _serialize(message: Any) -> bytes:
     return message.SerializeToString()
-
-
-def check_timeout(timeout: Any, what: str = "timeout") -> float:
-    """A deadline in seconds: a positive, finite real number (QmTypeError/QmValueError otherwise)."""
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise QmTypeError(f"{what} must be a number of seconds, got {timeout!r}")
-    if not 0 < timeout < float("inf"):
-        raise QmValueError(f"{what} must be positive and finite, got {timeout!r}")
-    return float(timeout)
 
 
 def check_limit(start: int, stop: int, what: str) -> int:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 
 from ..wire import codec
 from ..wire.pb.qm.pb import job_results_pb2 as pb
-from ._base import Backoff, ServiceBase, check_limit
+from ._base import ServiceBase, check_limit
+from .deadlines import poll
 from .assembly import Assembler
 from .connection import ConnectionDetails
 from .models import SEVERITY_NAMES, Header, JobResultState, SchemaItem
@@ -84,19 +84,15 @@ class JobResultServiceApi(ServiceBase):
         Servers without `qm.job_streaming_state` report state in the header of a stream: pass its
         name as `state_from_header`.
         """
-        from ..errors import QMTimeoutError
+        rpc = self.connection_details.timeout
 
-        deadline = time.monotonic() + timeout
-        backoff = Backoff(deadline)
-        while True:
-            left = max(deadline - time.monotonic(), 0.001)
+        def ended(left: float) -> bool | None:
             if state_from_header is None:
-                state = self.get_state(timeout=min(left, self.connection_details.timeout))
+                state = self.get_state(timeout=min(left, rpc))
                 done, closed = state.done, state.closed
             else:
-                h = self.get_header(state_from_header, False, min(left, self.connection_details.timeout))
+                h = self.get_header(state_from_header, False, min(left, rpc))
                 done, closed = bool(h.done), bool(h.closed)
-            if done or closed:
-                return done
-            if not backoff.sleep():
-                raise QMTimeoutError(f"job {self.job_id!r} was not done within {timeout} s")
+            return done if done or closed else None
+
+        return poll(ended, timeout, lambda: f"job {self.job_id!r} was not done within {timeout} s")

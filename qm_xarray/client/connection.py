@@ -18,6 +18,7 @@ from typing import Any, Union
 import grpc
 
 from ..errors import QMConnectionError, QmTypeError, QmValueError
+from .deadlines import check_timeout
 
 __all__ = ["ConnectionDetails", "TlsCredentials", "TlsOption", "close_channels", "DEFAULT_TIMEOUT",
            "parse_address", "split_host"]
@@ -184,8 +185,6 @@ class ConnectionDetails:
         return grpc.secure_channel(self.target, creds, options=options)
 
     def __post_init__(self) -> None:
-        from ._base import check_timeout  # a leaf helper; imported here to keep modules acyclic
-
         check_timeout(self.timeout, "the connection timeout")
         object.__setattr__(self, "tls", TlsCredentials.coerce(self.tls))  # type: ignore[arg-type]
         headers = self.headers.items() if isinstance(self.headers, dict) else self.headers

@@ -8,7 +8,6 @@ snapshot includes its counts, so a later snapshot of a grown job never reuses ol
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +20,12 @@ import numpy as np
 from dask.base import normalize_token
 
 from ..client import Header, JobResultApi, SchemaItem
-from ..client._base import VERY_LONG_TIME, Backoff
+from ..client.deadlines import VERY_LONG_TIME, poll
 from ..client.assembly import to_array
 from .. import _tokens
 from ..client import qmqua
 from ..session import Job, as_job, connect
-from ..errors import QmKeyError, QMTimeoutError, QmTypeError, QmValueError
+from ..errors import QmKeyError, QmTypeError, QmValueError
 from ..results import MultipleStreamsFetcher, StreamsManager
 from ..results.postprocess import postprocess_single
 from .source import ServiceSource, StreamSource
@@ -153,16 +152,16 @@ def snapshot(job: Any, *, streams: Sequence[str] | None = None, wait: int | str 
     return _service_snapshot(service, multiple, streams, wait, timeout, known)
 
 
-def _wait_counts(headers_of: Any, names: list[str], wait: int, deadline: float, job_id: str) -> None:
+def _wait_counts(headers_of: Any, names: list[str], wait: int, timeout: float, job_id: str) -> None:
     if isinstance(wait, bool) or not isinstance(wait, int) or wait < 0:
         raise QmValueError(f"wait must be None, a count or 'all', got {wait!r}")
-    backoff = Backoff(deadline)
-    while True:
-        short = [n for n, h in headers_of(names).items() if h.count_so_far < wait]
-        if not short:
-            return
-        if not backoff.sleep():
-            raise QMTimeoutError(f"job {job_id!r}: streams {short} have fewer than {wait} items")
+    short: list[str] = []
+
+    def enough(left: float) -> bool | None:
+        short[:] = [n for n, h in headers_of(names).items() if h.count_so_far < wait]
+        return True if not short else None
+
+    poll(enough, timeout, lambda: f"job {job_id!r}: streams {short} have fewer than {wait} items")
 
 
 def _select(available: list[str], streams: Sequence[str] | None) -> list[str]:
@@ -200,7 +199,7 @@ def _service_snapshot(service: Any, multiple: MultipleStreamsFetcher | None,
         service.wait_until_done(limit)
     elif wait is not None:
         _wait_counts(headers_of, [n for n in names if n not in singles], wait,  # type: ignore[arg-type]
-                     time.monotonic() + limit, service.job_id)
+                     limit, service.job_id)
     state = service.get_state()  # before the headers: a final state means final counts
     headers = headers_of(names)
     values = _single_values(service, multiple, [headers[n] for n in names if n in singles])

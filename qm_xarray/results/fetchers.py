@@ -4,19 +4,17 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import numpy as np
 
-from ..client._base import VERY_LONG_TIME, Backoff, check_timeout
+from ..client.deadlines import VERY_LONG_TIME, check_timeout, poll
 from ..client.api_v1 import JobResultServiceApi
 from ..client.api_v2 import JobResultApi
 from ..client.capabilities import ServerCapabilities
 from ..client.models import Header, JobResultState, SchemaItem
 from ..errors import (
     QmInvalidSchemaError,
-    QMTimeoutError,
     QmValueError,
     StreamProcessingDataLossError,
 )
@@ -108,14 +106,9 @@ class BaseSingleStreamFetcher:
 
     def wait_for_values(self, count: int = 1, timeout: float = VERY_LONG_TIME) -> None:
         """Wait until at least `count` values were processed; `QMTimeoutError` at the deadline."""
-        deadline = time.monotonic() + check_timeout(timeout)
-        backoff = Backoff(deadline)
-        while True:
-            left = min(max(deadline - time.monotonic(), 0.001), self._service.connection_details.timeout)
-            if self._header(False, timeout=left).count_so_far >= count:
-                return
-            if not backoff.sleep():
-                raise QMTimeoutError(f"{self._what}: fewer than {count} values after {timeout} s")
+        rpc = self._service.connection_details.timeout
+        poll(lambda left: True if self._header(False, timeout=min(left, rpc)).count_so_far >= count
+             else None, timeout, lambda: f"{self._what}: fewer than {count} values after {timeout} s")
 
     def wait_for_all_values(self, timeout: float = VERY_LONG_TIME) -> bool:
         """Wait until the job ends: True if it was done, False if closed before done."""

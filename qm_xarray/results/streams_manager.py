@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from .. import _tokens
-from ..client._base import VERY_LONG_TIME, check_timeout
+from ..client.deadlines import VERY_LONG_TIME, check_timeout
 from ..client.api_v1 import JobResultServiceApi
 from ..client.api_v2 import JobResultApi
 from ..client.capabilities import ServerCapabilities
