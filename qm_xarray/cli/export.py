@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..lazy.options import check_interval
 from .common import (UsageError, add_address, add_credentials, add_json, connected, credentials, job_ref,
                      print_json, summary)
 from .display import flags, store_json
@@ -37,8 +38,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def positive_seconds(name: str, value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise UsageError(f"{name} must be a positive number of seconds, got {value:g}")
+    """The library's rule for intervals and deadlines, worded for an option."""
+    if value is not None:
+        try:
+            check_interval(value, name)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def export_line(result: Any, flag_text: str) -> str:

@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from xarray.backends import BackendEntrypoint
 
 from .. import _tokens
+from .options import OPEN_PARAMETERS
 
 __all__ = ["QmBackendEntrypoint", "OPEN_PARAMETERS"]
 
-OPEN_PARAMETERS = (
-    "filename_or_obj", "drop_variables", "streams", "dims", "coords", "align", "item_dim",
-    "timestamps", "wait", "timeout", "chunk_bytes", "on_dataloss",
-    # xarray's decoders: accepted so that passing them does not fail; results need no decoding
-    "mask_and_scale", "decode_times", "decode_timedelta", "use_cftime", "concat_characters",
-    "decode_coords",
-)
-
 
 class QmBackendEntrypoint(BackendEntrypoint):
-    """Open a job of a QM results server as a Dataset: one variable per result stream."""
+    """Open a job of a QM results server as a Dataset: one variable per result stream.
+
+    The options are those of `OpenOptions` (lazy/options.py), plus `wait` and `timeout` for this
+    snapshot; xarray's decoder arguments are accepted and ignored (results need no decoding).
+    """
 
     description = "Quantum Machines result streams from a results server (qm-xarray)"
     url = "https://github.com/qm-xarray/qm-xarray"
@@ -32,36 +28,26 @@ class QmBackendEntrypoint(BackendEntrypoint):
         self,
         filename_or_obj: Any,
         *,
-        drop_variables: str | Iterable[str] | None = None,
-        streams: Sequence[str] | None = None,
-        dims: Mapping[str, Sequence[str]] | None = None,
-        coords: Mapping[Hashable, Any] | None = None,
-        align: bool | Sequence[str] | None = None,
-        item_dim: str = "item",
-        timestamps: str = "coord",
         wait: int | str | None = None,
         timeout: float | None = None,
-        chunk_bytes: int | None = None,
-        on_dataloss: str = "warn",
         mask_and_scale: Any = None,
         decode_times: Any = None,
         decode_timedelta: Any = None,
         use_cftime: Any = None,
         concat_characters: Any = None,
         decode_coords: Any = None,
+        **options: Any,
     ) -> Any:
-        from .layout import LayoutOptions, build_dataset
+        from .layout import build_dataset
+        from .options import OpenOptions
         from .snapshot import default_streams, resolve_job, snapshot
 
+        opts = OpenOptions.of(options)
         job = resolve_job(filename_or_obj, timeout)
-        if streams is None:
-            streams = default_streams(filename_or_obj)
-        snap = snapshot(job, streams=streams, wait=wait, timeout=timeout)
-        drop = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables or ())
-        options = LayoutOptions(dims=dims or {}, coords=coords or {}, align=align, item_dim=item_dim,
-                                timestamps=timestamps, chunk_bytes=chunk_bytes,
-                                on_dataloss=on_dataloss, drop_variables=drop)
-        ds = build_dataset(snap, options)
+        if opts.streams is None and default_streams(filename_or_obj) is not None:
+            opts = OpenOptions.of({**opts.kwargs(), "streams": default_streams(filename_or_obj)})
+        snap = snapshot(job, streams=opts.streams, wait=wait, timeout=timeout)
+        ds = build_dataset(snap, opts)
         if isinstance(filename_or_obj, str):
             if not snap.final:
                 warnings.warn(
@@ -72,10 +58,7 @@ class QmBackendEntrypoint(BackendEntrypoint):
             _remember_snapshot(filename_or_obj, snap)
             if job is not filename_or_obj:  # a qm-qua object, read through our Job
                 _remember_snapshot(job, snap)
-        ds.encoding["qm_open_kwargs"] = {
-            "streams": streams, "dims": dims, "coords": coords, "align": align, "item_dim": item_dim,
-            "timestamps": timestamps, "chunk_bytes": chunk_bytes, "on_dataloss": on_dataloss,
-            "drop_variables": drop_variables}
+        ds.encoding["qm_open_options"] = opts
         ds.encoding["qm_job"] = job
         return ds
 

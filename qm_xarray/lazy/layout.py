@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,33 +25,16 @@ from xarray.core import indexing
 
 from ..errors import QmKeyError, QmValueError, StreamProcessingDataLossError
 from .array import StreamArray
+from .options import OpenOptions
 from .graph import StreamSlicer, chunk_items
 from .snapshot import JobSnapshot, StreamSnapshot
 
-__all__ = ["LayoutOptions", "build_dataset", "SCHEMA_VERSION"]
+__all__ = ["build_dataset", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True)
-class LayoutOptions:
-    dims: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    coords: Mapping[Hashable, Any] = field(default_factory=dict)
-    align: bool | Sequence[str] | None = None
-    item_dim: str = "item"
-    timestamps: str = "coord"
-    chunk_bytes: int | None = None
-    on_dataloss: str = "warn"
-    drop_variables: Sequence[str] = ()
-
-    def __post_init__(self) -> None:
-        if self.timestamps not in ("coord", "variable", "drop"):
-            raise QmValueError(f"timestamps must be 'coord', 'variable' or 'drop', got {self.timestamps!r}")
-        if self.on_dataloss not in ("warn", "raise", "ignore"):
-            raise QmValueError(f"on_dataloss must be 'warn', 'raise' or 'ignore', got {self.on_dataloss!r}")
-
-
-def _aligned(snap: JobSnapshot, opts: LayoutOptions) -> list[str]:
+def _aligned(snap: JobSnapshot, opts: OpenOptions) -> list[str]:
     if not opts.align:
         return []
     multi = [n for n, s in snap.streams.items() if not s.single]
@@ -63,7 +45,7 @@ def _aligned(snap: JobSnapshot, opts: LayoutOptions) -> list[str]:
     return names
 
 
-def _dims(s: StreamSnapshot, ndim_inner: int, opts: LayoutOptions, aligned: bool) -> tuple[str, ...]:
+def _dims(s: StreamSnapshot, ndim_inner: int, opts: OpenOptions, aligned: bool) -> tuple[str, ...]:
     default = tuple(f"{s.name}_dim_{k}" for k in range(ndim_inner))
     if not s.single:
         default = (opts.item_dim if aligned else f"{s.name}_item", *default)
@@ -78,7 +60,7 @@ def _dims(s: StreamSnapshot, ndim_inner: int, opts: LayoutOptions, aligned: bool
     return given
 
 
-def build_dataset(snap: JobSnapshot, opts: LayoutOptions) -> xr.Dataset:
+def build_dataset(snap: JobSnapshot, opts: OpenOptions) -> xr.Dataset:
     """The Dataset of a snapshot: lazy StreamArrays for `save_all`, values for `save` streams."""
     if snap.has_dataloss:
         message = f"job {snap.job_id!r} reports data loss: some results are missing"

@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ..client.deadlines import check_timeout
 from ..errors import QmValueError
-from .layout import LayoutOptions, build_dataset
+from .layout import build_dataset
+from .options import OpenOptions, check_interval
 from .snapshot import JobSnapshot, resolve_job, snapshot
 
 __all__ = ["open_dataset", "refresh", "watch"]
@@ -26,13 +28,13 @@ def refresh(ds: xr.Dataset, *, wait: int | str | None = None, timeout: float | N
             chunks: Any = None) -> xr.Dataset:
     """Reopen the job of `ds` with the same options: the next snapshot (old `ds` stays valid)."""
     job = ds.encoding.get("qm_job")
-    kwargs = ds.encoding.get("qm_open_kwargs")
-    if job is None or kwargs is None:
+    opts = ds.encoding.get("qm_open_options")
+    if job is None or opts is None:
         raise QmValueError("this dataset has lost its qm open options (xr.merge and some operations "
                            "drop encoding); reopen with xr.open_dataset(job, engine='qm', ...)")
     if chunks is None and any(v.chunks for v in ds.variables.values()):
         chunks = _chunks_as_opened(ds)
-    return xr.open_dataset(job, engine="qm", chunks=chunks, wait=wait, timeout=timeout, **kwargs)
+    return xr.open_dataset(job, engine="qm", chunks=chunks, wait=wait, timeout=timeout, **opts.kwargs())
 
 
 def _chunks_as_opened(ds: xr.Dataset) -> dict[str, int]:
@@ -55,10 +57,17 @@ def watch(job: Any, every: float = 1.0, *, timeout: float | None = None, **optio
 
     Each round fetches only the items that arrived since the previous one and keeps the rest in
     memory, so traffic grows with the data, not with the number of rounds. Values are numpy.
+    `options` are those of engine "qm" (`OpenOptions`); bad ones raise here, before any I/O.
     """
-    job = resolve_job(job)
-    opts = LayoutOptions(**{k: v for k, v in options.items() if k != "streams"})
-    streams = options.get("streams")
+    every = check_interval(every)
+    if timeout is not None:
+        check_timeout(timeout)
+    opts = OpenOptions.of(options)
+    return _watch(resolve_job(job, timeout), every, timeout, opts)
+
+
+def _watch(job: Any, every: float, timeout: float | None, opts: OpenOptions) -> Iterator[xr.Dataset]:
+    streams = opts.streams
     cache: dict[str, np.ndarray] = {}
     deadline = None if timeout is None else time.monotonic() + timeout
     last_counts: dict[str, int] | None = None
@@ -102,7 +111,7 @@ class _CachedSource:
         return ("qm_xarray.watch", self.source.token(), len(self.data))
 
 
-def _materialized(snap: JobSnapshot, opts: LayoutOptions, cache: dict[str, np.ndarray]) -> xr.Dataset:
+def _materialized(snap: JobSnapshot, opts: OpenOptions, cache: dict[str, np.ndarray]) -> xr.Dataset:
     sources = {n: (_CachedSource(snap.source(n), cache[n]) if n in cache else snap.source(n))
                for n in snap.streams}
     view = JobSnapshot(snap.job_id, snap.target, snap.streams, snap.state, snap.has_dataloss,

@@ -22,6 +22,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import QMTimeoutError, QmValueError
+from ..client.deadlines import check_timeout
+from ..lazy.options import OpenOptions, check_interval
 from ..lazy.snapshot import resolve_job
 from .store import COMMITTED, COMPLETE, ExportStore, NotOurStoreError, default_compressors
 
@@ -54,10 +56,14 @@ def export_zarr(job: Any, store: str | Path, *, follow: bool = False, every: flo
     (rate and ETA from the streams' expected counts; None: only when stderr is a terminal).
     `open_options` are those of `xr.open_dataset(job, engine="qm", ...)` (dims, coords, align...).
     """
-    job = resolve_job(job)
+    every = check_interval(every)
+    if timeout is not None:
+        check_timeout(timeout)
+    options = OpenOptions.of({**open_options, "chunk_bytes": chunk_bytes})
+    job = resolve_job(job, timeout)
     out = ExportStore(store)
     deadline = None if timeout is None else time.monotonic() + timeout
-    ds = _open(job, chunk_bytes, open_options)
+    ds = _open(job, options)
     job_id = ds.attrs["qm_job_id"]
     result = ExportResult(str(out.path), job_id, ds.attrs["qm_job_state"], {})
     committed = _prepare(out, ds, job_id, compression, result)
@@ -100,7 +106,7 @@ def export_zarr(job: Any, store: str | Path, *, follow: bool = False, every: flo
             if deadline is not None and time.monotonic() >= deadline:
                 raise QMTimeoutError(f"job {job_id!r} was still running after {timeout} s of export")
             time.sleep(every if deadline is None else max(0.0, min(every, deadline - time.monotonic())))
-            ds = _open(job, chunk_bytes, open_options)
+            ds = _open(job, options)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
@@ -127,8 +133,8 @@ def _pieces(pool: ThreadPoolExecutor, ds: xr.Dataset, dim: str, names: list[str]
             stop = following
 
 
-def _open(job: Any, chunk_bytes: int | None, options: dict[str, Any]) -> xr.Dataset:
-    return xr.open_dataset(job, engine="qm", chunk_bytes=chunk_bytes, **options)
+def _open(job: Any, options: OpenOptions) -> xr.Dataset:
+    return xr.open_dataset(job, engine="qm", **options.kwargs())
 
 
 def _prepare(out: ExportStore, ds: xr.Dataset, job_id: str, compression: str | None,

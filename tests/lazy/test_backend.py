@@ -7,6 +7,7 @@ dropped, `save` streams as values read at snapshot time (NaN while empty).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import io
 import json
@@ -66,12 +67,19 @@ def test_the_engine_is_registered():
     assert engines["qm"].description and engines["qm"].url
 
 
-def test_open_dataset_parameters_are_explicit_and_match_the_signature():
+def test_open_dataset_parameters_are_derived_from_the_options():
+    """One definition: the options of OpenOptions, then this open's wait/timeout, then xarray's
+    decoders (the signature names the last two; the options go through **options, checked)."""
+    from qm_xarray.lazy.options import OPTION_NAMES, OpenOptions
+
     params = QmBackendEntrypoint.open_dataset_parameters
     assert isinstance(params, tuple)
+    assert OPTION_NAMES == tuple(f.name for f in dataclasses.fields(OpenOptions))
     signature = inspect.signature(QmBackendEntrypoint.open_dataset)
-    assert list(params) == [p for p in signature.parameters if p != "self"]
-    assert not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in signature.parameters.values())
+    explicit = [p for p, v in signature.parameters.items() if p != "self" and v.kind != v.VAR_KEYWORD]
+    assert list(params) == [explicit[0], *OPTION_NAMES, *explicit[1:]]
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['colour'\] of engine 'qm'"):
+        xr.open_dataset("qm://127.0.0.1:1/j", engine="qm", colour="red")
     for decoder in ("mask_and_scale", "decode_times", "decode_timedelta", "use_cftime",
                     "concat_characters", "decode_coords", "drop_variables"):
         assert decoder in params
