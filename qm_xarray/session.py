@@ -18,12 +18,14 @@ from .client import (
     JobSummary,
     ServerCapabilities,
     StreamSummary,
+    config,
+    discovery,
+    qmqua,
 )
-from .client import config, discovery, qmqua
-from .client.qmm import QmmClient
-from .client.deadlines import check_timeout
 from .client.connection import DEFAULT_TIMEOUT, TlsCredentials, TlsOption, split_host
+from .client.deadlines import check_timeout
 from .client.models import ServerInfo
+from .client.qmm import QmmClient
 from .dtypes import item_shape
 from .errors import QmTypeError, QmValueError
 from .results import StreamsManager

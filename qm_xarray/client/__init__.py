@@ -1,10 +1,10 @@
 """Client side: connection details, the v1/v2 results service clients, capabilities."""
 
-from .deadlines import VERY_LONG_TIME
 from .api_v1 import JobResultServiceApi
 from .api_v2 import JobResultApi
 from .capabilities import Capability, QopCaps, ServerCapabilities
 from .connection import ConnectionDetails, TlsCredentials, close_channels, parse_address
+from .deadlines import VERY_LONG_TIME
 from .errors import AuthenticationError, map_rpc_error
 from .jobs import JobsClient, JobSummary, StreamSummary
 from .models import Header, JobResultItemSchema, JobResultState, SchemaItem, ServerInfo

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 from ..wire import codec
 from ..wire.pb.qm.pb import job_results_pb2 as pb
 from ._base import ServiceBase, check_limit
-from .deadlines import poll
 from .assembly import Assembler
 from .connection import ConnectionDetails
+from .deadlines import poll
 from .models import SEVERITY_NAMES, Header, JobResultState, SchemaItem
 
 __all__ = ["JobResultServiceApi"]

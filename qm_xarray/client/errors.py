@@ -8,8 +8,8 @@ from ..errors import (
     InvalidArgumentError,
     JobFinishedError,
     JobNotFoundError,
-    QmQuaException,
     QMConnectionError,
+    QmQuaException,
     QMTimeoutError,
     StreamNotFoundError,
 )

@@ -8,8 +8,8 @@ import grpc
 
 from ..wire.pb.qm_xarray.v1 import control_pb2 as pb
 from ..wire.pb.qm_xarray.v1 import control_pb2_grpc as pb_grpc
-from .connection import ConnectionDetails
 from . import retry
+from .connection import ConnectionDetails
 from .errors import map_rpc_error
 from .models import ServerInfo
 

@@ -12,7 +12,7 @@ from .._lazy_names import lazy_names
 __all__ = ["DEFAULT_CHUNK_BYTES", "JobSnapshot", "chunk_items", "open_dataset", "refresh", "snapshot",
            "to_dask", "watch"]
 
-_WHERE = {"DEFAULT_CHUNK_BYTES": ".graph", "chunk_items": ".graph", "to_dask": ".graph",
+_WHERE = {"DEFAULT_CHUNK_BYTES": ".array", "chunk_items": ".array", "to_dask": ".graph",
           "open_dataset": ".live", "refresh": ".live", "watch": ".live",
           "JobSnapshot": ".snapshot", "snapshot": ".snapshot"}
 
@@ -20,8 +20,8 @@ __getattr__, __dir__ = lazy_names(__name__, globals(), _WHERE)
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly and re-exported
-    from .graph import DEFAULT_CHUNK_BYTES as DEFAULT_CHUNK_BYTES
-    from .graph import chunk_items as chunk_items
+    from .array import DEFAULT_CHUNK_BYTES as DEFAULT_CHUNK_BYTES
+    from .array import chunk_items as chunk_items
     from .graph import to_dask as to_dask
     from .live import open_dataset as open_dataset
     from .live import refresh as refresh

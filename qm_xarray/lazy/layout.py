@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -24,9 +24,8 @@ import xarray as xr
 from xarray.core import indexing
 
 from ..errors import QmKeyError, QmValueError, StreamProcessingDataLossError
-from .array import StreamArray
+from .array import StreamArray, StreamSlicer, chunk_items
 from .options import OpenOptions
-from .graph import StreamSlicer, chunk_items
 from .snapshot import JobSnapshot, StreamSnapshot
 
 __all__ = ["build_dataset", "SCHEMA_VERSION"]

@@ -19,15 +19,14 @@ from typing import Any
 import numpy as np
 from dask.base import normalize_token
 
-from ..client import Header, JobResultApi, SchemaItem
-from ..client.deadlines import VERY_LONG_TIME, poll
-from ..client.assembly import to_array
 from .. import _tokens
-from ..client import qmqua
-from ..session import Job, as_job, connect
+from ..client import Header, JobResultApi, SchemaItem, qmqua
+from ..client.assembly import to_array
+from ..client.deadlines import VERY_LONG_TIME, poll
 from ..errors import QmKeyError, QmTypeError, QmValueError
 from ..results import MultipleStreamsFetcher, StreamsManager
 from ..results.postprocess import postprocess_single
+from ..session import Job, as_job, connect
 from .source import ServiceSource, StreamSource
 
 __all__ = ["JobSnapshot", "StreamSnapshot", "snapshot", "resolve_job", "default_streams"]
@@ -144,8 +143,8 @@ def snapshot(job: Any, *, streams: Sequence[str] | None = None, wait: int | str 
         service = job.connection.service(job.id)
         known = None
     else:
-        caps, service = job._capabilities, job._service
-        known = [h._schema for h in job.values()]  # read when the manager was built: no RPC
+        caps, service = job.server_capabilities, job.results_service
+        known = [h.schema_item for h in job.values()]  # read when the manager was built: no RPC
     multiple = None
     if caps.supports_multiple_streams_fetching and isinstance(service, JobResultApi):
         multiple = MultipleStreamsFetcher(service)
@@ -204,10 +203,7 @@ def _service_snapshot(service: Any, multiple: MultipleStreamsFetcher | None,
     headers = headers_of(names)
     values = _single_values(service, multiple, [headers[n] for n in names if n in singles])
     errors = tuple(service.get_errors()) if state.closed or state.done else ()
-    version = 2 if isinstance(service, JobResultApi) else 1
-    chunked = getattr(service, "supports_chunk_streaming", True)
-    sources = {n: ServiceSource(service.connection_details, service.job_id, headers[n], version, chunked)
-               for n in names}
+    sources = {n: ServiceSource(service, headers[n]) for n in names}
     snaps = {n: StreamSnapshot(schema[n], headers[n], min(headers[n].count_so_far, 1) if n in singles
                                else headers[n].count_so_far, values.get(n)) for n in names}
     return JobSnapshot(service.job_id, service.connection_details.target, snaps,

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..client import ConnectionDetails, Header, JobResultApi, JobResultServiceApi
+from ..client import Header, JobResultApi, JobResultServiceApi
 from ..dtypes import item_shape
 from ..errors import DataFetchingError
 
@@ -38,18 +38,23 @@ class StreamSource(Protocol):
 
 @dataclass(frozen=True)
 class ServiceSource:
-    """A stream read through our results-service clients (v1 or v2), from its flat header."""
+    """A stream read through our results-service clients (v1 or v2), from its flat header.
 
-    details: ConnectionDetails
-    job_id: str
+    Holds the service itself (connection details, job id, data format: all picklable), so a
+    chunk read costs the data RPC only.
+    """
+
+    service: JobResultServiceApi | JobResultApi
     header: Header
-    version: int = 2
-    chunk_streaming: bool = True
     timeout: float | None = None
 
     @property
     def name(self) -> str:
         return self.header.name
+
+    @property
+    def job_id(self) -> str:
+        return self.service.job_id
 
     @property
     def dtype(self) -> np.dtype:
@@ -59,14 +64,9 @@ class ServiceSource:
     def item_shape(self) -> tuple[int, ...]:
         return item_shape_of(self.header)
 
-    def service(self) -> JobResultServiceApi | JobResultApi:
-        if self.version == 1:
-            return JobResultServiceApi(self.details, self.job_id)
-        return JobResultApi(self.details, self.job_id, self.chunk_streaming)
-
     def read(self, start: int, stop: int) -> np.ndarray:
         """Items `[start, stop)`; raises `DataFetchingError` if the server has fewer."""
-        buf, count = self.service().fetch_range(self.header, start, stop, self.timeout)
+        buf, count = self.service.fetch_range(self.header, start, stop, self.timeout)
         if count != stop - start:
             raise DataFetchingError(
                 f"stream {self.name!r} of job {self.job_id!r}: asked for items [{start}, {stop}), "
@@ -74,5 +74,5 @@ class ServiceSource:
         return buf.view(self.dtype).reshape((count, *self.item_shape))  # type: ignore[union-attr]
 
     def token(self) -> tuple[Any, ...]:
-        return ("qm_xarray.ServiceSource", self.details.target, self.job_id, self.header.name,
-                self.header.simple_dtype, tuple(self.header.shape))
+        return ("qm_xarray.ServiceSource", self.service.connection_details.target, self.job_id,
+                self.header.name, self.header.simple_dtype, tuple(self.header.shape))

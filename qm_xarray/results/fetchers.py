@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from ..client.deadlines import VERY_LONG_TIME, check_timeout, poll
 from ..client.api_v1 import JobResultServiceApi
 from ..client.api_v2 import JobResultApi
 from ..client.capabilities import ServerCapabilities
+from ..client.deadlines import VERY_LONG_TIME, check_timeout, poll
 from ..client.models import Header, JobResultState, SchemaItem
 from ..errors import (
     QmInvalidSchemaError,
@@ -67,6 +67,21 @@ class BaseSingleStreamFetcher:
     def numpy_dtype(self) -> Any:
         """The schema's simpleDType, parsed from JSON (as the reference)."""
         return self._schema.numpy_dtype
+
+    @property
+    def results_service(self) -> Service:
+        """The results service (our v1 or v2 client) this handle reads through; picklable, for
+        the layers that read item ranges directly (the lazy layer)."""
+        return self._service
+
+    @property
+    def schema_item(self) -> SchemaItem:
+        """The stream's entry in the job's result schema (read when the job was opened)."""
+        return self._schema
+
+    def header(self, flat_struct: bool = True, timeout: float | None = None) -> Header:
+        """The stream's header now: count, dtype and shape (flat or nested), data loss. One RPC."""
+        return self._header(flat_struct, timeout=timeout)
 
     @property
     def _what(self) -> str:

@@ -11,10 +11,10 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from .. import _tokens
-from ..client.deadlines import VERY_LONG_TIME, check_timeout
 from ..client.api_v1 import JobResultServiceApi
 from ..client.api_v2 import JobResultApi
 from ..client.capabilities import ServerCapabilities
+from ..client.deadlines import VERY_LONG_TIME, check_timeout
 from ..errors import QmKeyError, QmTypeError, QmValueError, StreamProcessingDataLossError
 from .fetchers import (
     AnySingleStreamFetcher,
@@ -55,6 +55,16 @@ class StreamsManager(Mapping[str, AnySingleStreamFetcher]):
     @property
     def job_id(self) -> str:
         return self._service.job_id
+
+    @property
+    def results_service(self) -> JobResultServiceApi | JobResultApi:
+        """The results service (our v1 or v2 client) the manager reads through; picklable."""
+        return self._service
+
+    @property
+    def server_capabilities(self) -> ServerCapabilities:
+        """What the server can do (chosen when the manager was built)."""
+        return self._capabilities
 
     # -- mapping -------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> AnySingleStreamFetcher:

@@ -397,8 +397,7 @@ def test_to_dask_names_include_the_counts(recorded):
     from qm_xarray.lazy.graph import dask_from_source
     from qm_xarray.lazy.source import ServiceSource
 
-    service = handle._service
-    source = ServiceSource(service.connection_details, job.id, handle._header(True))
+    source = ServiceSource(handle.results_service, handle.header(True))
     names = {dask_from_source(source, n, "final", chunks=30).name for n in (100, 120, 150)}
     assert len(names) == 3
 
