@@ -16,8 +16,8 @@ import numpy as np
 from dask.base import tokenize
 
 from ..client import qmqua
-from ..errors import QmTypeError, StreamProcessingDataLossError
-from ..results import BaseSingleStreamFetcher, SingleStreamSingleResultFetcher
+from ..errors import QmTypeError
+from ..results import BaseSingleStreamFetcher, SingleStreamSingleResultFetcher, raise_if_lost
 from ..session import as_job
 from .array import StreamSlicer, chunk_items
 from .source import ServiceSource, StreamSource
@@ -59,9 +59,7 @@ def to_dask(handle: BaseSingleStreamFetcher, chunks: Any = None, flat_struct: bo
         raise QmTypeError(f"stream {handle.name!r} is a single (save) result: use fetch_all()")
     service = handle.results_service
     header = handle.header(flat_struct)
-    if header.has_dataloss:
-        raise StreamProcessingDataLossError(
-            f"data loss in job {handle.job_id!r}: results of stream {handle.name!r} are incomplete")
+    raise_if_lost(header, handle.job_id)
     state = service.get_state()
     source = ServiceSource(service, header)
     identity = "final" if (state.done or state.closed) else uuid.uuid4().hex

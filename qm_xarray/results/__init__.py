@@ -5,6 +5,7 @@ from .fetchers import (
     BaseSingleStreamFetcher,
     SingleStreamMultipleResultFetcher,
     SingleStreamSingleResultFetcher,
+    raise_if_lost,
 )
 from .multiple import MultipleStreamsFetcher
 from .streams_manager import StreamingResultFetcher, StreamsManager
@@ -15,4 +16,4 @@ MultipleStreamingResultFetcher = SingleStreamMultipleResultFetcher
 __all__ = ["AnySingleStreamFetcher", "BaseSingleStreamFetcher", "MultipleStreamingResultFetcher",
            "MultipleStreamsFetcher", "SingleStreamMultipleResultFetcher",
            "SingleStreamSingleResultFetcher", "SingleStreamingResultFetcher", "StreamingResultFetcher",
-           "StreamsManager"]
+           "StreamsManager", "raise_if_lost"]

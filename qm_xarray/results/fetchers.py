@@ -29,6 +29,14 @@ log = logging.getLogger("qm_xarray.results")
 Service = JobResultServiceApi | JobResultApi
 
 
+def raise_if_lost(header: Header, job_id: str) -> None:
+    """`StreamProcessingDataLossError` when a stream's header reports data loss: fetching it
+    raises, as the reference does (the one place that says so)."""
+    if header.has_dataloss:
+        raise StreamProcessingDataLossError(
+            f"data loss in job {job_id!r}: results of stream {header.name!r} are incomplete")
+
+
 class SingleResultCountError(QmValueError, RuntimeError):
     """`wait_for_values(count != 1)` on a `save` stream (a RuntimeError in the reference too)."""
 
@@ -133,9 +141,7 @@ class BaseSingleStreamFetcher:
     def _fetch_array(self, item: object, check_for_errors: bool, flat_struct: bool,
                      timeout: float | None) -> np.ndarray:
         header = self._header(flat_struct, check_for_errors, timeout)
-        if header.has_dataloss:
-            raise StreamProcessingDataLossError(
-                f"data loss in job {self.job_id!r}: results of stream {self.name!r} are incomplete")
+        raise_if_lost(header, self.job_id)
         sel = select(item, header.count_so_far, self._what)
         return self._fetch_selection(header, sel, timeout)
 

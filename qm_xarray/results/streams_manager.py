@@ -15,11 +15,12 @@ from ..client.api_v1 import JobResultServiceApi
 from ..client.api_v2 import JobResultApi
 from ..client.capabilities import ServerCapabilities
 from ..client.deadlines import VERY_LONG_TIME, check_timeout
-from ..errors import QmKeyError, QmTypeError, QmValueError, StreamProcessingDataLossError
+from ..errors import QmKeyError, QmTypeError, QmValueError
 from .fetchers import (
     AnySingleStreamFetcher,
     SingleStreamMultipleResultFetcher,
     SingleStreamSingleResultFetcher,
+    raise_if_lost,
 )
 from .indexing import select
 from .multiple import MultipleStreamsFetcher
@@ -210,9 +211,7 @@ class StreamsManager(Mapping[str, AnySingleStreamFetcher]):
         selections, ranges = {}, []
         for name, index in requests.items():
             header = headers[name]
-            if header.has_dataloss:
-                raise StreamProcessingDataLossError(
-                    f"data loss in job {self.job_id!r}: results of stream {name!r} are incomplete")
+            raise_if_lost(header, self.job_id)
             fetcher = self._fetchers[name]
             what = f"stream {name!r} of job {self.job_id!r}"
             index = slice(0, 1) if isinstance(fetcher, SingleStreamSingleResultFetcher) else index
