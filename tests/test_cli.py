@@ -277,7 +277,7 @@ def test_parser_lists_the_commands() -> None:
 @pytest.fixture(scope="module")
 def filled() -> Iterator[Server]:
     """A `qm-xarray serve` subprocess holding: every stream kind (done), a single-shot run (done),
-    and a job with data loss and an execution error (closed)."""
+    a job with data loss and an execution error (closed: failed), and one cancelled (closed)."""
     srv = Server()
     producer = qx.RemoteStore(srv.address)
     make_job(producer, 6, job_id="kinds")
@@ -287,6 +287,7 @@ def filled() -> Iterator[Server]:
     lossy.add_error("boom", code=7)
     lossy.cancel()
     Simulation("single_shot", producer, rate=float("inf"), n_shots=2000, job_id="shots").run()
+    make_job(producer, 2, kinds={"I": STREAM_KINDS["I"]}, job_id="stopped", state="closed")
     yield srv
     srv.stop()
 
@@ -316,13 +317,14 @@ def test_jobs_and_info(filled: Server, capsys: pytest.CaptureFixture[str]) -> No
     lines = jobs.stdout.splitlines()
     assert lines[0].split() == ["job", "state", "progress", "streams", "updated", "flags"]
     rows = {line.split()[0]: line for line in lines[1:]}
-    assert list(rows) == ["kinds", "lossy", "shots"]
+    assert list(rows) == ["kinds", "lossy", "shots", "stopped"]
     assert re.match(r"kinds\s+done\s+36/36 \(100%\)\s+10\s", rows["kinds"])
     assert re.match(r"shots\s+done\s+6000/6000 \(100%\)\s+3\s", rows["shots"])
-    assert re.match(r"lossy\s+closed\s+4/4 \(100%\)\s+2\s.*DATA LOSS; error 7: boom$", rows["lossy"])
+    assert re.match(r"lossy\s+failed\s+4/4 \(100%\)\s+2\s.*DATA LOSS; error 7: boom$", rows["lossy"])
+    assert re.match(r"stopped\s+cancelled\s+2/2 \(100%\)\s+1\s", rows["stopped"])  # closed, no error
 
     out = info_url.stdout
-    assert out.startswith(f"job lossy ({a}): closed (DATA LOSS; error 7: boom)\n")
+    assert out.startswith(f"job lossy ({a}): failed (DATA LOSS; error 7: boom)\n")
     assert "data loss: yes" in out and "execution errors: error 7: boom" in out
     table = out[out.index("stream "):].splitlines()
     assert table[0].split() == ["stream", "mode", "dtype", "shape", "count/expected"]
@@ -333,6 +335,7 @@ def test_jobs_and_info(filled: Server, capsys: pytest.CaptureFixture[str]) -> No
     assert code == 0 and err == ""
     listed = {j["job_id"]: j for j in json.loads(out)}
     assert listed["lossy"]["has_dataloss"] is True and listed["lossy"]["state"] == "closed"
+    assert (listed["lossy"]["outcome"], listed["stopped"]["outcome"]) == ("failed", "cancelled")
     assert listed["lossy"]["errors"] == [{"code": 7, "severity": "error", "message": "boom"}]
     assert (listed["shots"]["count"], listed["shots"]["expected"]) == (6000, 6000)
 

@@ -13,7 +13,7 @@ from ..errors import QmValueError
 from .common import open_store
 
 __all__ = ["job_fraction", "job_flags", "stream_counts", "format_table", "table", "time_text",
-           "job_json", "store_json", "flags", "progress_text"]
+           "job_json", "store_json", "flags", "progress_text", "outcome"]
 
 
 def job_fraction(job: JobSummary) -> tuple[int, int]:
@@ -68,7 +68,8 @@ def job_json(job: JobSummary) -> dict[str, Any]:
     """A job summary as plain JSON data (the `--json` form of `jobs` and `info`)."""
     done, total = job_fraction(job)
     return {
-        "job_id": job.job_id, "state": job.state, "has_dataloss": job.has_dataloss,
+        "job_id": job.job_id, "state": job.state, "outcome": outcome(job.state, job.errors),
+        "has_dataloss": job.has_dataloss,
         "errors": [{"code": c, "severity": sev, "message": m} for c, sev, m in job.errors],
         "count": done, "expected": total, "created": job.created, "updated": job.updated,
         "streams": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape),
@@ -97,6 +98,7 @@ def store_json(path: Path) -> dict[str, Any]:
     growing = [s for s in streams if s["save_mode"] == "save_all" and s["expected_count"]]
     return {
         "job_id": attrs["qm_job_id"], "state": attrs.get("qm_job_state", "unknown"),
+        "outcome": outcome(attrs.get("qm_job_state", "unknown"), json.loads(attrs.get("qm_execution_errors", "[]"))),
         "has_dataloss": bool(attrs.get("qm_has_dataloss", 0)),
         "errors": json.loads(attrs.get("qm_execution_errors", "[]")),
         "count": sum(min(s["count"], s["expected_count"]) for s in growing),
@@ -112,6 +114,15 @@ def flags(info: dict[str, Any]) -> str:
     found = ["DATA LOSS"] if info["has_dataloss"] else []
     found += [f"{e['severity']} {e['code']}: {e['message']}" for e in info["errors"]]
     return "; ".join(found)
+
+
+def outcome(state: str, errors: list[dict[str, Any]] | tuple[Any, ...]) -> str:
+    """How a job ended, for people: running, done, failed (closed with an execution error) or
+    cancelled (closed without one). The protocol says only "closed" for the last two."""
+    if state != "closed":
+        return state
+    severities = [e["severity"] if isinstance(e, dict) else e[1] for e in errors]
+    return "failed" if "error" in severities else "cancelled"
 
 
 def progress_text(info: dict[str, Any]) -> str:

@@ -39,7 +39,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         print(f"no jobs on {args.address}", flush=True)
         return 0
     rows = [("job", "state", "progress", "streams", "updated", "flags")]
-    rows += [(i["job_id"], i["state"], progress_text(i), str(len(i["streams"])), time_text(i["updated"]),
+    rows += [(i["job_id"], i["outcome"], progress_text(i), str(len(i["streams"])), time_text(i["updated"]),
               flags(i)) for i in infos]
     print(table(rows), flush=True)
     return 0
@@ -61,7 +61,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print_json(info)
         return 0
     text = flags(info)
-    lines = [f"job {info['job_id']} ({where}): {info['state']}" + (f" ({text})" if text else ""),
+    lines = [f"job {info['job_id']} ({where}): {info['outcome']}" + (f" ({text})" if text else ""),
              f"progress: {progress_text(info)} items of save_all streams",
              f"data loss: {'yes' if info['has_dataloss'] else 'no'}",
              "execution errors: " + ("; ".join(f"{e['severity']} {e['code']}: {e['message']}"
