@@ -755,3 +755,30 @@ def test_an_address_without_a_port_and_a_gateway_without_the_cluster(
     with Redirector(None, status=400) as gateway:
         code, out, err = run_main(capsys, "jobs", "--address", gateway.address, "--cluster-name", "lab-b")
         assert code == 1 and err.strip().endswith("found no cluster named 'lab-b': check --cluster-name")
+
+
+def test_close_ends_an_orphaned_job(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job whose producer is gone is ended from the CLI, with the producer token."""
+    monkeypatch.delenv("QM_XARRAY_PRODUCER_TOKEN", raising=False)
+    monkeypatch.delenv("QM_XARRAY_TOKEN", raising=False)
+    store = qx.ResultStore()
+    for job_id in ("orphan", "other"):
+        make_job(store, 3, kinds={"I": STREAM_KINDS["I"]}, job_id=job_id, state="running")
+    with qx.serve(store, token="reader", producer_token="writer") as server:
+        a = server.address
+        code, out, err = run_main(capsys, "close", "orphan", "--address", a, "--token", "reader")
+        assert code == 1 and "wrong token" in err and store.job("orphan").state.value == "running"
+        code, out, err = run_main(capsys, "close", "orphan", "--address", a, "--token", "writer",
+                                  "--state", "failed", "--message", "the producer died")
+        assert (code, out) == (0, f"job orphan on {a}: failed\n"), err
+        job = store.job("orphan")
+        assert job.state.value == "closed" and [e.message for e in job.errors] == ["the producer died"]
+        code, out, err = run_main(capsys, "close", "orphan", "--address", a, "--token", "writer")
+        assert code == 1 and "has already ended: nothing to close" in err
+        code, out, err = run_main(capsys, "close", "other", "--address", a, "--token", "writer",
+                                  "--state", "done")
+        assert code == 0 and store.job("other").state.value == "done"
+        code, out, err = run_main(capsys, "close", "nope", "--address", a, "--token", "writer")
+        assert code == 1 and "no job 'nope'" in err and len(err.strip().splitlines()) == 1
+        code, out, err = run_main(capsys, "close", "other", "--message", "x")
+        assert code == 2 and "--message goes with --state failed" in err

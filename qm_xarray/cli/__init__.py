@@ -1,4 +1,4 @@
-"""The `qm-xarray` command: `serve`, `simulate`, `jobs`, `info`, `export`, `plot` and `demo`.
+"""The `qm-xarray` command: `serve`, `simulate`, `close`, `jobs`, `info`, `export`, `plot` and `demo`.
 
 Every command reports failures as one line on stderr with a non-zero exit code (2 for bad usage,
 1 for runtime failures, 130 when interrupted), never a traceback. Commands that talk to a server
@@ -24,7 +24,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 from .. import __version__  # noqa: E402
 from ..client.errors import AuthenticationError  # noqa: E402
 from ..errors import QmQuaException  # noqa: E402
-from . import demo, export, jobs, plot, serve, simulate  # noqa: E402
+from . import close, demo, export, jobs, plot, serve, simulate  # noqa: E402
 from .common import UsageError, auth_hint  # noqa: E402
 
 __all__ = ["main", "build_parser"]
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve.add_parser(sub)
     simulate.add_parser(sub)
+    close.add_parser(sub)
     jobs.add_parsers(sub)
     export.add_parser(sub)
     plot.add_parser(sub)
