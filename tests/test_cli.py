@@ -423,11 +423,9 @@ def test_errors_of_the_data_commands(filled: Server, tmp_path: Path, capsys: pyt
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     a = filled.address
     # as subprocesses: an unknown job, an unreachable server, a bad path
-    start = time.monotonic()
     results = run_all(["info", "nope", "--address", a], ["jobs", "--address", "127.0.0.1:1"],
                       ["plot", str(tmp_path / "missing.zarr"), "-o", str(tmp_path / "x.png")],
-                      env={"QM_XARRAY_CONNECT_TIMEOUT": "1"})  # a refused connection is retried until then
-    assert time.monotonic() - start < 30
+                      env={"QM_XARRAY_CONNECT_TIMEOUT": "1"})
     for result, text in zip(results, ["no job 'nope' on " + a, "cannot reach a results server at 127.0.0.1:1",
                                       "no such zarr store"]):
         assert_one_line_error(result, 1, text)
@@ -452,6 +450,7 @@ def test_errors_of_the_data_commands(filled: Server, tmp_path: Path, capsys: pyt
          "notes.txt is a file, not a zarr store"),
         (["export", "kinds", str(tmp_path), "--address", a], "exists and is not a zarr store"),
         (["plot", "kinds", "--address", a, "-o", str(tmp_path / "no" / "dir" / "x.png")], "no directory"),
+        (["plot", "kinds", "--address", a, "-o", str(tmp_path)], f"-o {tmp_path} is a directory: give the file"),
         (["plot", "kinds", "--address", a, "-o", str(tmp_path / "x.png"), "--stream", "nope"],
          "no stream 'nope'; streams: I, c, ts, avg"),
         (["plot", "kinds", "--address", a, "-o", str(tmp_path / "x.png"), "--stream", "avg"],
@@ -459,9 +458,7 @@ def test_errors_of_the_data_commands(filled: Server, tmp_path: Path, capsys: pyt
     ]
     try:
         for argv, text in cases:
-            start = time.monotonic()
             code, out, err = run_main(capsys, *argv)
-            assert time.monotonic() - start < 10, argv
             assert code == 1 and out == "" and "Traceback" not in err, (argv, err)
             assert len(err.strip().splitlines()) == 1 and text in err, (argv, err)
     finally:

@@ -64,7 +64,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.stream is not None and len(args.stream) > 2:
         raise UsageError("--stream: give one stream, or two (an I/Q pair)")
     path = Path(args.source).expanduser()
-    folder = Path(args.output).expanduser().parent
+    target = Path(args.output).expanduser()
+    if target.is_dir():
+        raise IsADirectoryError(f"-o {args.output} is a directory: give the file to write, e.g. "
+                                f"{target / 'plot.png'}")
+    folder = target.parent
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {args.output}: no directory {folder}")
     with ExitStack() as stack:

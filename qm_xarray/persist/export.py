@@ -8,6 +8,7 @@ equals an uninterrupted export.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..errors import QMTimeoutError, QmValueError
+from ..errors import QmQuaException, QMTimeoutError, QmValueError
 from ..client.deadlines import check_timeout
 from ..lazy.options import OpenOptions, check_interval
 from ..lazy.snapshot import resolve_job
@@ -61,7 +62,23 @@ def export_zarr(job: Any, store: str | Path, *, follow: bool = False, every: flo
         check_timeout(timeout)
     options = OpenOptions.of({**open_options, "chunk_bytes": chunk_bytes})
     job = resolve_job(job, timeout)
-    out = ExportStore(store)
+    try:
+        return _export(job, ExportStore(store), follow, every, timeout, compression, progress, options)
+    except OSError as exc:  # say what the user asked for, not the name of our scratch file
+        if isinstance(exc, QmQuaException) or exc.errno is None:
+            raise
+        where = Path(store).expanduser()
+        hint = (f" (check that {where.parent} is a folder you can write to, or choose another path)"
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EEXIST, errno.EACCES, errno.EPERM,
+                                 errno.EROFS) else "")
+        error = OSError(f"cannot write the zarr store {where}: {exc.strerror}{hint}")
+        error.errno = exc.errno  # kept for callers; the message names no errno nor scratch file
+        raise error from None
+
+
+def _export(job: Any, out: ExportStore, follow: bool, every: float, timeout: float | None,
+            compression: str | None, progress: bool | None, options: OpenOptions) -> ExportResult:
+    """The rounds of `export_zarr` (arguments checked)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     ds = _open(job, options)
     job_id = ds.attrs["qm_job_id"]

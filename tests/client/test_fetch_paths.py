@@ -85,7 +85,7 @@ def test_wait_timeouts_are_qm_timeout_errors(recorded, mode):
         sm["I"].wait_for_values(10, timeout=0.2)
     with pytest.raises(qx.QMTimeoutError):
         sm.fetch_results(wait_until_done=True, timeout=0.2)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 30  # each wait ended at its own deadline (not the 2e6 s default)
     job.finish()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -365,3 +366,21 @@ def test_follow_needs_no_more_than_the_new_items(store: qx.ResultStore, server: 
     assert len(full_chunks) == 10 and all(before[k] == after[k] for k in full_chunks)
     assert_store_equals_live(tmp_path / "s.zarr", job)
     assert math.isclose(open_store(tmp_path / "s.zarr")["I"].values[-1], 49.0)
+
+
+def test_a_store_that_cannot_be_written_is_named_as_asked(server, tmp_path):
+    """The error names the store the user asked for: no scratch file name, no bare errno."""
+    store = qx.ResultStore()
+    make_job(store, 3, kinds={"I": STREAM_KINDS["I"]}, job_id="unwritable")
+    with qx.serve(store) as srv:
+        job = qx.connect(srv.address).job("unwritable")
+        (tmp_path / "notes.txt").write_text("a file, not a folder")
+        target = tmp_path / "notes.txt" / "run.zarr"
+        with pytest.raises(OSError) as info:
+            qx.export_zarr(job, target)
+    text = str(info.value)
+    assert text.startswith(f"cannot write the zarr store {target}: ")
+    assert text.endswith(f" (check that {target.parent} is a folder you can write to, or choose "
+                         "another path)")
+    assert "qm-partial" not in text and "Errno" not in text
+    assert info.value.errno in (errno.EEXIST, errno.ENOTDIR)

@@ -257,10 +257,8 @@ def test_serve_warns_beyond_loopback():
     with pytest.warns(UserWarning, match="beyond loopback"):
         server = qx.ResultsServer(qx.ResultStore(), host="0.0.0.0", port=0)
     server.stop()
-    start = time.monotonic()
     with qx.serve(qx.ResultStore()) as srv:
         assert srv.address.startswith("127.0.0.1:")
-    assert time.monotonic() - start < 5
 
 
 def test_a_port_in_use_is_an_os_error(server):
