@@ -18,10 +18,10 @@ _local = threading.local()
 
 
 def _tokens() -> dict[int, tuple[weakref.ref[Any], object]]:
-    tokens = getattr(_local, "tokens", None)
+    tokens: dict[int, tuple[weakref.ref[Any], object]] | None = getattr(_local, "tokens", None)
     if tokens is None:
         tokens = _local.tokens = {}
-    return tokens  # type: ignore[no-any-return]
+    return tokens
 
 
 def remember(obj: Any, token: object) -> None:

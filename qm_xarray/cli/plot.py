@@ -56,8 +56,7 @@ def plot_size(args: argparse.Namespace) -> tuple[int, int]:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """Draw a job's or a store's streams into a PNG (see `qm_xarray.plot`)."""
-    import xarray as xr
-
+    from ..lazy.live import open_dataset
     from ..plot import plot
 
     width, height = plot_size(args)
@@ -78,7 +77,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
             address, job_id = job_ref(args.source, args.address)
             conn = stack.enter_context(connected(address, credentials(args)))
             summary(conn, job_id, address)
-            ds = xr.open_dataset(conn.job(job_id), engine="qm", on_dataloss="ignore")
+            ds = open_dataset(conn.job(job_id), on_dataloss="ignore")
         drawn = plot(ds, args.output, streams=args.stream, reduce=args.reduce, width_px=width,
                      height_px=height, title=args.title)
     print(f"wrote {args.output} ({width}x{height} px, {drawn.kind}): {drawn.what}", flush=True)

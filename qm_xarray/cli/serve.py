@@ -74,7 +74,8 @@ def check_port_free(host: str, port: int) -> None:
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
     except (OSError, UnicodeError) as exc:
-        raise OSError(f"could not listen on {host}:{port}: unknown host ({exc.strerror or exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise OSError(f"could not listen on {host}:{port}: unknown host ({reason})") from None
     if port == 0:
         return
     with socket.socket(family, kind, proto) as probe:

@@ -22,6 +22,8 @@ MAX_LIMIT = 2**31 - 1  # counts and limits are int32 on the wire
 class ServiceBase:
     """Holds the connection details and job id; runs RPCs with deadlines and mapped errors."""
 
+    version: int  # 1 or 2: the protocol version of the results service (set by each subclass)
+
     def __init__(self, connection_details: ConnectionDetails, job_id: str):
         if not isinstance(job_id, str) or not job_id:
             raise QmValueError(f"job_id must be a non-empty string, got {job_id!r}")
@@ -38,7 +40,7 @@ class ServiceBase:
     def reads_state_rpc(self, capabilities: Any) -> bool:
         """True when the job state comes from the state RPC (v2, or v1 with job_streaming_state);
         else from the deprecated fields of a v1 header."""
-        return self.version == 2 or capabilities.supports_job_streaming_state
+        return self.version == 2 or bool(capabilities.supports_job_streaming_state)
 
     def _unary(self, path: str, request: Any, response_cls: Any, what: str,
                timeout: float | None) -> Any:
@@ -94,7 +96,7 @@ def _invoke(call: Any, request: Any, timeout: float, metadata: Any, what: str) -
 
 
 def _serialize(message: Any) -> bytes:
-    return message.SerializeToString()
+    return bytes(message.SerializeToString())
 
 
 def check_limit(start: int, stop: int, what: str) -> int:

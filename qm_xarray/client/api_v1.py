@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..wire import codec
 from ..wire.pb.qm.pb import job_results_pb2 as pb
 from ._base import ServiceBase, check_limit
@@ -43,7 +45,7 @@ class JobResultServiceApi(ServiceBase):
                       r.hasExecutionErrors.value, r.isSingle, r.done, r.closed)
 
     def fetch_range(self, header: Header, start: int, stop: int,
-                    timeout: float | None = None) -> tuple[object, int]:
+                    timeout: float | None = None) -> tuple[np.ndarray, int]:
         """Items `[start, stop)` of a stream as (uint8 buffer, count); one copy per byte.
 
         A stream broken by a transient failure resumes after the whole items received.

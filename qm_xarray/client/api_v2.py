@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from ..errors import DataFetchingError, QMTimeoutError, QmValueError
 from ..wire import codec
 from ..wire.pb.qm.grpc.v2 import common_types_pb2 as common
@@ -93,7 +95,7 @@ class JobResultApi(ServiceBase):
         return headers
 
     def fetch_range(self, header: Header, start: int, stop: int,
-                    timeout: float | None = None) -> tuple[object, int]:
+                    timeout: float | None = None) -> tuple[np.ndarray, int]:
         """Items `[start, stop)` of one stream (GetNamedResult) as (uint8 buffer, count)."""
         what = f"data of stream {header.name!r}"
         check_limit(start, stop, what)
@@ -109,7 +111,7 @@ class JobResultApi(ServiceBase):
                            timeout)[header.name]
 
     def fetch_ranges(self, requests: Sequence[tuple[Header, int, int]],
-                     timeout: float | None = None) -> dict[str, tuple[object, int]]:
+                     timeout: float | None = None) -> dict[str, tuple[np.ndarray, int]]:
         """Several streams in one GetNamedResults RPC: {name: (uint8 buffer, count)}."""
         names = [h.name for h, _, _ in requests]
         if len(set(names)) != len(names):
@@ -127,7 +129,7 @@ class JobResultApi(ServiceBase):
 
     def _fetch(self, rpc: str, requests: Sequence[tuple[Header, int, int]],
                build: Callable[[list[tuple[Header, int, int]]], object], what: str,
-               timeout: float | None, chunked: bool | None = None) -> dict[str, tuple[object, int]]:
+               timeout: float | None, chunked: bool | None = None) -> dict[str, tuple[np.ndarray, int]]:
         """Run a data RPC into one preallocated buffer per stream; resume after transient breaks.
 
         `build([(header, offset, limit), ...])` makes the request for what is still missing: each
@@ -198,8 +200,8 @@ class _Receiver:
         r = codec.decode_v2_result(message)
         if r.kind == "error":
             raise DataFetchingError(f"{self.what}: {r.details}")
-        name = r.output_name or self.single
-        out = self.outs.get(name or "")
+        name = r.output_name or self.single or ""
+        out = self.outs.get(name)
         if not self.chunked:
             if r.kind not in ("legacy", "empty"):
                 raise DataFetchingError(f"{self.what}: unexpected {r.kind} message in the legacy format")
@@ -213,12 +215,12 @@ class _Receiver:
             raise DataFetchingError(f"{self.what}: data for unrequested stream {name!r}")
         if r.kind == "chunk":
             out.add(r.data)
-            self.pending[name] = self.pending.get(name, 0) + len(r.data)  # type: ignore[index]
+            self.pending[name] = self.pending.get(name, 0) + len(r.data)
         elif r.kind == "summary":
             if name not in self.pending:
                 raise DataFetchingError(f"{self.what}: a summary without data for {name!r}")
             out.count += r.count
-            del self.pending[name]  # type: ignore[arg-type]
+            del self.pending[name]
         else:
             raise DataFetchingError(f"{self.what}: a message with neither chunk nor summary")
 

@@ -186,7 +186,7 @@ class ConnectionDetails:
 
     def __post_init__(self) -> None:
         check_timeout(self.timeout, "the connection timeout")
-        object.__setattr__(self, "tls", TlsCredentials.coerce(self.tls))  # type: ignore[arg-type]
+        object.__setattr__(self, "tls", TlsCredentials.coerce(self.tls))
         headers = self.headers.items() if isinstance(self.headers, dict) else self.headers
         object.__setattr__(self, "headers", tuple((str(k).lower(), str(v)) for k, v in headers))
 

@@ -134,7 +134,7 @@ def probe_redirect(details: ConnectionDetails, timeout: float) -> tuple[str, int
 
 def _unary(details: ConnectionDetails, path: str, request: bytes, timeout: float) -> bytes:
     call = details.channel().unary_unary(path)
-    return call(request, timeout=timeout, metadata=details.metadata)  # type: ignore[no-any-return]
+    return bytes(call(request, timeout=timeout, metadata=details.metadata))
 
 
 def detect(details: ConnectionDetails, timeout: float, allowed: float | None = None) -> ServerInfo:
@@ -149,7 +149,7 @@ def detect(details: ConnectionDetails, timeout: float, allowed: float | None = N
         try:
             raw = _unary(details, "/io.qualang.api.v1.InfoService/GetInfo", b"", left())
         except grpc.RpcError as exc:
-            if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+            if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
                 raise
             return _without_get_info(details, left())
         info = info_pb.GetInfoResponse.FromString(raw)
@@ -163,7 +163,7 @@ def _without_get_info(details: ConnectionDetails, timeout: float) -> ServerInfo:
     try:
         raw = _unary(details, "/qm_xarray.v1.JobsService/GetServerInfo", b"", timeout)
     except grpc.RpcError as exc:
-        if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+        if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
             raise
         return ServerInfo("", "", QOP2_FALLBACK)
     ours = control_pb.GetServerInfoResponse.FromString(raw)
@@ -174,7 +174,7 @@ def _frontend_version(details: ConnectionDetails, timeout: float) -> str:
     try:
         raw = _unary(details, "/qm.grpc.frontend.Frontend/GetVersion", b"", timeout)
     except grpc.RpcError as exc:
-        if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+        if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
             raise
         return ""
     return str(wrappers_pb2.StringValue.FromString(raw).value)
@@ -182,8 +182,8 @@ def _frontend_version(details: ConnectionDetails, timeout: float) -> str:
 
 def _first_contact_error(details: ConnectionDetails, exc: grpc.RpcError, timeout: float
                          ) -> QMConnectionError:
-    code = exc.code()  # type: ignore[attr-defined]
-    text = exc.details() or code.name  # type: ignore[attr-defined]
+    code = exc.code()
+    text = exc.details() or code.name
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return AuthenticationError(f"the server at {details.target} refused the call: {text}")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:

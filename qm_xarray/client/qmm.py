@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from ..errors import QMConnectionError
 from ..wire.pb.qm.grpc.v2 import qmm_api_pb2 as pb
 from . import retry
 from .api_v2 import STATUS_NAMES
@@ -51,22 +52,10 @@ class QmmClient:
         except grpc.RpcError as exc:
             raise map_rpc_error(exc, what) from None
         if response.HasField("error"):
-            raise map_rpc_error(_Failed(response.error.details), what)
+            raise QMConnectionError(f"{what} of {self.details.target}: {response.error.details}")
         return [JobRecord(j.job_id, STATUS_NAMES.get(j.status, "Unknown"),
                           j.metadata.created_at.seconds + j.metadata.created_at.nanos / 1e9,
                           j.metadata.last_status_updated_at.seconds
                           + j.metadata.last_status_updated_at.nanos / 1e9)
                 for j in response.success.jobs]
 
-
-class _Failed(grpc.RpcError):
-    """A v2 `error` answer, mapped like a failed call."""
-
-    def __init__(self, details: str):
-        self._details = details
-
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.UNKNOWN
-
-    def details(self) -> str:
-        return self._details

@@ -52,7 +52,7 @@ class StreamSlicer:
             if not 0 <= index < self.count:
                 raise QmIndexError(f"index {int(first)} is out of range for stream "
                                    f"{self.source.name!r} of {self.count} items")
-            item = self._read(index, index + 1)[0]
+            item: np.ndarray = self._read(index, index + 1)[0]
             return item[rest] if rest else item
         if not isinstance(first, slice):
             raise QmTypeError(f"unsupported index {first!r} on stream {self.source.name!r}")

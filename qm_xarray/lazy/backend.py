@@ -24,7 +24,7 @@ class QmBackendEntrypoint(BackendEntrypoint):
     url = "https://github.com/qm-xarray/qm-xarray"
     open_dataset_parameters = OPEN_PARAMETERS
 
-    def open_dataset(  # type: ignore[override]
+    def open_dataset(
         self,
         filename_or_obj: Any,
         *,

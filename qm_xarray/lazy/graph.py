@@ -37,8 +37,9 @@ def dask_from_source(source: StreamSource, count: int, identity: object, *, fiel
     name = f"qm-{source.name}{'-' + field if field else ''}-" + tokenize(
         slicer, identity, chunks)
     meta = np.empty((0,) * slicer.ndim, dtype=slicer.dtype)
-    return da.from_array(slicer, chunks=chunks, name=name, asarray=False, inline_array=False,
-                         meta=meta, lock=False)
+    array: da.Array = da.from_array(slicer, chunks=chunks, name=name, asarray=False,
+                                    inline_array=False, meta=meta, lock=False)
+    return array
 
 
 def to_dask(handle: BaseSingleStreamFetcher, chunks: Any = None, flat_struct: bool = True, *,

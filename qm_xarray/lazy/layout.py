@@ -37,7 +37,7 @@ def _aligned(snap: JobSnapshot, opts: OpenOptions) -> list[str]:
     if not opts.align:
         return []
     multi = [n for n, s in snap.streams.items() if not s.single]
-    names = multi if opts.align is True else list(opts.align)
+    names = list(opts.align) if isinstance(opts.align, tuple) else multi
     bad = [n for n in names if n not in snap.streams or snap.streams[n].single]
     if bad:
         raise QmValueError(f"align: {bad} are not save_all streams of the dataset; choose from {multi}")
@@ -122,7 +122,7 @@ def build_dataset(snap: JobSnapshot, opts: OpenOptions) -> xr.Dataset:
 
 
 def _record_size(source: Any) -> int:
-    return source.dtype.itemsize * int(np.prod(source.item_shape, dtype=np.int64))
+    return int(source.dtype.itemsize) * int(np.prod(source.item_shape, dtype=np.int64))
 
 
 def _check_names(data_vars: dict[str, xr.Variable], coords: dict[str, xr.Variable]) -> None:
@@ -130,7 +130,7 @@ def _check_names(data_vars: dict[str, xr.Variable], coords: dict[str, xr.Variabl
     variables = {**data_vars, **coords}
     for name, var in variables.items():
         for dim in var.dims:
-            other = variables.get(dim)
+            other = variables.get(str(dim))
             if other is not None and other.dims != (dim,):
                 raise QmValueError(
                     f"dimension {dim!r} of stream {name!r} has the name of the variable {dim!r}; "

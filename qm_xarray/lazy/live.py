@@ -4,7 +4,7 @@ that fetch only the new items)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ def refresh(ds: xr.Dataset, *, wait: int | str | None = None, timeout: float | N
     return xr.open_dataset(job, engine="qm", chunks=chunks, wait=wait, timeout=timeout, **opts.kwargs())
 
 
-def _chunks_as_opened(ds: xr.Dataset) -> dict[str, int]:
+def _chunks_as_opened(ds: xr.Dataset) -> dict[Hashable, int]:
     """`{}` (the preferred chunks) if `ds` was opened that way, else its explicit chunk sizes."""
     explicit = {}
     for var in ds.variables.values():

@@ -101,7 +101,6 @@ def resolve_job(obj: Any, timeout: float | None = None) -> Job | StreamsManager:
                       f"(job.result_handles), or a 'qm://HOST:PORT/JOB_ID' string")
 
 
-@normalize_token.register_lazy("qm")
 def _register_qm_qua() -> None:
     """Deterministic dask names for qm-qua's objects opened with the engine (dask calls this the
     first time it tokenizes an object of qm-qua, which is therefore imported already)."""
@@ -110,12 +109,16 @@ def _register_qm_qua() -> None:
     from qm.api.v2.job_api.job_api import JobApi
     from qm.jobs.base_job import QmBaseJob
 
-    @normalize_token.register((JobApi, QmBaseJob, QmStreamsManager, BaseSingleStreamFetcher))
     def _normalize(obj: Any) -> object:
         found = qmqua.describe(obj)
         token = _tokens.token_of(obj)
         return ("qm-qua", found.kind, found.details.target, found.job_id, found.stream,
                 token if token is not None else uuid.uuid4().hex)
+
+    normalize_token.register((JobApi, QmBaseJob, QmStreamsManager, BaseSingleStreamFetcher))(_normalize)
+
+
+normalize_token.register_lazy("qm")(_register_qm_qua)  # on the first qm-qua object tokenized
 
 
 def _is_zarr_store(path: str | os.PathLike[str]) -> bool:

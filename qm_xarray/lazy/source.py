@@ -27,9 +27,16 @@ def item_shape_of(header: Header) -> tuple[int, ...]:
 
 
 class StreamSource(Protocol):
-    name: str
-    dtype: np.dtype
-    item_shape: tuple[int, ...]
+    """Where a stream's items come from (read-only attributes; ServiceSource, watch's cache)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    @property
+    def item_shape(self) -> tuple[int, ...]: ...
 
     def read(self, start: int, stop: int) -> np.ndarray: ...
 
@@ -71,7 +78,7 @@ class ServiceSource:
             raise DataFetchingError(
                 f"stream {self.name!r} of job {self.job_id!r}: asked for items [{start}, {stop}), "
                 f"the server returned {count}")
-        return buf.view(self.dtype).reshape((count, *self.item_shape))  # type: ignore[union-attr]
+        return buf.view(self.dtype).reshape((count, *self.item_shape))
 
     def token(self) -> tuple[Any, ...]:
         return ("qm_xarray.ServiceSource", self.service.connection_details.target, self.job_id,

@@ -99,14 +99,14 @@ def _export(job: Any, out: ExportStore, follow: bool, every: float, timeout: flo
                         f"now has {count} (a stream joined an aligned dimension, or another job "
                         f"with the same id?); export to a new store")
                 _ensure_variables(out, ds, dim, committed[dim], compression)
-                names = [n for n, v in ds.variables.items() if v.dims[:1] == (dim,)]
+                names = [str(n) for n, v in ds.variables.items() if v.dims[:1] == (dim,)]
                 for stop, piece in _pieces(pool, ds, dim, names, committed[dim], count):
                     out.append(dim, committed[dim], {n: piece[n].values for n in names})
                     if bar is not None:
                         bar.update(stop - committed[dim])
                     committed[dim] = stop
                     out.set_attrs({COMMITTED: dict(committed)})  # the commit point
-            fixed = [n for n, v in ds.variables.items()
+            fixed = [str(n) for n, v in ds.variables.items()
                      if not (v.dims[:1] and v.dims[0] in ds.encoding["qm_item_dims"])]
             _ensure_fixed(out, ds, fixed, compression)
             out.overwrite({n: ds.variables[n].values for n in fixed if n in out.group("r")})
@@ -218,7 +218,7 @@ def _encoding(ds: xr.Dataset, names: list[str], compression: str | None) -> dict
         var = ds.variables[name]
         enc: dict[str, Any] = {"compressors": default_compressors(compression)}
         if var.ndim:
-            enc["chunks"] = tuple(max(int(chunks.get(d, var.sizes[d])), 1) for d in var.dims)
+            enc["chunks"] = tuple(max(int(chunks.get(str(d), var.sizes[d])), 1) for d in var.dims)
         encoding[name] = enc
     return encoding
 
@@ -234,7 +234,7 @@ def _ensure_variables(out: ExportStore, ds: xr.Dataset, dim: str, committed: int
     """Streams declared after the export started get their arrays on first sight, holding the
     items already committed along `dim` (zero, unless they joined a shared, aligned dimension)."""
     group = out.group("r")
-    missing = [str(n) for n, v in ds.variables.items() if v.dims[:1] == (dim,) and n not in group]
+    missing = [str(n) for n, v in ds.variables.items() if v.dims[:1] == (dim,) and str(n) not in group]
     if missing:
         prefix = _subset(ds, missing).isel({dim: slice(0, committed)}).load()
         out.add_variables(prefix, _encoding(ds, missing, compression))
@@ -272,8 +272,8 @@ def _progress_bar(ds: xr.Dataset, progress: bool | None, committed: dict[str, in
     expected: dict[str, int] = {}  # per item dimension: streams aligned on one dimension count once
     for var in ds.data_vars.values():
         if var.dims[:1] and var.dims[0] in dims:
-            expected[var.dims[0]] = max(expected.get(var.dims[0], 0),
-                                        int(var.attrs.get("qm_expected_count", 0)))
+            dim = str(var.dims[0])
+            expected[dim] = max(expected.get(dim, 0), int(var.attrs.get("qm_expected_count", 0)))
     total = sum(expected.values()) or None
     done = sum(committed.get(dim, 0) for dim in dims)
     try:

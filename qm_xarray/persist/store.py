@@ -67,8 +67,7 @@ class ExportStore:
 
     def dimension_names(self) -> dict[str, tuple[str, ...]]:
         """The dimensions of every array, by name."""
-        return {str(name): tuple(array.metadata.dimension_names or ())
-                for name, array in self.group("r").arrays()}
+        return {str(name): _dimension_names(array) for name, array in self.group("r").arrays()}
 
     def committed(self) -> dict[str, int] | None:
         """Committed item counts per item dimension; None if the template was never finished."""
@@ -109,7 +108,7 @@ class ExportStore:
             warnings.simplefilter("ignore", category=UserWarning)
             empty.to_zarr(str(scratch), mode="w-", consolidated=False, zarr_format=3,
                           encoding=encoding)
-        zarr.open_group(str(scratch), mode="r+", zarr_format=3).attrs.update(  # type: ignore[arg-type]
+        zarr.open_group(str(scratch), mode="r+", zarr_format=3).attrs.update(
             {COMMITTED: dict.fromkeys(item_dims, 0)})
         if self.path.is_dir() and not any(self.path.iterdir()):
             self.path.rmdir()  # an empty directory made for the export
@@ -148,7 +147,7 @@ class ExportStore:
         """Cut arrays along item dims back to the committed counts; returns what was repaired."""
         repaired = []
         for name, array in self.group().arrays():
-            dims = array.metadata.dimension_names or ()
+            dims = _dimension_names(array)
             if dims and dims[0] in committed and array.shape[0] != committed[dims[0]]:
                 array.resize((committed[dims[0]], *array.shape[1:]))
                 repaired.append(name)
@@ -159,7 +158,7 @@ class ExportStore:
         group = self.group()
         for name, values in data.items():
             # every chunk we write holds data: skip zarr's comparison of each with the fill value
-            array = group[name].with_config({"write_empty_chunks": True})
+            array = _array(group, name).with_config({"write_empty_chunks": True})
             stop = start + len(values)
             if array.shape[0] != stop:
                 array.resize((stop, *array.shape[1:]))
@@ -174,7 +173,7 @@ class ExportStore:
         """Replace whole (non-growing) variables, e.g. the current value of `save` streams."""
         group = self.group()
         for name, values in data.items():
-            array = group[name]
+            array = _array(group, name)
             values = np.asarray(values)
             if array.shape != values.shape:
                 array.resize(values.shape)
@@ -196,3 +195,16 @@ class ExportStore:
             tmp = meta_path.with_suffix(".json.partial")
             tmp.write_text(json.dumps(meta))
             tmp.replace(meta_path)
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array[Any]:
+    """The array `name` of the store (a group there would be a foreign store)."""
+    array = group[name]
+    if not isinstance(array, zarr.Array):
+        raise NotOurStoreError(f"{name!r} in the store is a group, not an array of an export")
+    return array
+
+
+def _dimension_names(array: zarr.Array[Any]) -> tuple[str, ...]:
+    """The dimension names of a zarr v3 array (none for v2 arrays)."""
+    return tuple(str(d) for d in getattr(array.metadata, "dimension_names", None) or ())

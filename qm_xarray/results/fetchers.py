@@ -150,7 +150,7 @@ class BaseSingleStreamFetcher:
             buf, count = self._multiple.fetch([(header, sel.start, sel.stop)], timeout)[self.name]
         else:
             buf, count = self._service.fetch_range(header, sel.start, sel.stop, timeout)
-        return build_array(buf, count, header, sel)  # type: ignore[arg-type]
+        return build_array(buf, count, header, sel)
 
     def strict_fetch(self, item: int | slice, *, check_for_errors: bool = True,
                      flat_struct: bool = False, timeout: float | None = None) -> np.ndarray:
@@ -181,16 +181,17 @@ class SingleStreamMultipleResultFetcher(BaseSingleStreamFetcher):
     _single = False
 
     def fetch(self, item: int | slice, *, check_for_errors: bool = True, flat_struct: bool = False,
-              timeout: float | None = None) -> np.ndarray:
-        """Items at an index or slice (numpy semantics: negative indices, steps)."""
-        return self._postprocess(self._fetch_array(item, check_for_errors, flat_struct, timeout),
-                                 flat_struct)
+              timeout: float | None = None) -> np.ndarray | np.void:
+        """Items at an index or slice (numpy semantics: negative indices, steps); one timestamped
+        item is an `np.void` (value, timestamp), as the reference returns it."""
+        return postprocess_multiple(self._fetch_array(item, check_for_errors, flat_struct, timeout))
 
-    def fetch_all(self, *, check_for_errors: bool = True, flat_struct: bool = False) -> np.ndarray:
-        """All items available now."""
+    def fetch_all(self, *, check_for_errors: bool = True, flat_struct: bool = False
+                  ) -> np.ndarray | np.void:
+        """All items available now (one timestamped item: an `np.void`, as `fetch`)."""
         return self.fetch(slice(0, None), check_for_errors=check_for_errors, flat_struct=flat_struct)
 
-    def _postprocess(self, arr: np.ndarray, flat_struct: bool) -> Any:
+    def _postprocess(self, arr: np.ndarray, flat_struct: bool) -> np.ndarray | np.void:
         return postprocess_multiple(arr)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from ..client.api_v2 import JobResultApi
 from ..client.models import Header
 
@@ -20,5 +22,5 @@ class MultipleStreamsFetcher:
         return self.service.get_headers(outputs, timeout)
 
     def fetch(self, requests: Sequence[tuple[Header, int, int]],
-              timeout: float | None = None) -> dict[str, tuple[object, int]]:
+              timeout: float | None = None) -> dict[str, tuple[np.ndarray, int]]:
         return self.service.fetch_ranges(requests, timeout)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,8 @@ def postprocess_multiple(arr: np.ndarray) -> np.ndarray | np.void:
     if _is_timestamped(arr.dtype):
         arr = arr["value"]
         if arr.ndim and len(arr) == 1:
-            return arr[0]
+            row: np.void = arr[0]
+            return row
     return arr
 
 
@@ -51,7 +53,7 @@ def postprocess_single(arr: np.ndarray, flat_struct: bool, name: str) -> object:
     if arr.size == 0:
         log.warning("stream %r has no results yet", name)
         return None
-    value = arr if flat_struct else arr[0] if arr.ndim else arr[()]
+    value: Any = arr if flat_struct else arr[0] if arr.ndim else arr[()]
     if isinstance(value, np.generic) and not isinstance(value, np.void):
         return value  # a plain dtype from a foreign server: already the scalar
     return value[0] if len(value) == 1 else value

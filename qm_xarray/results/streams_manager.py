@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import Callable, Collection, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, overload, TypeVar
 
 import numpy as np
 
@@ -74,15 +74,22 @@ class StreamsManager(Mapping[str, AnySingleStreamFetcher]):
         except (KeyError, TypeError):
             raise QmKeyError(f"job {self.job_id!r} has no stream named {name!r}") from None
 
-    def get(self, name: str, /, default: _T | None = None) -> AnySingleStreamFetcher | _T | None:
+    @overload
+    def get(self, name: str, /) -> AnySingleStreamFetcher | None: ...
+
+    @overload
+    def get(self, name: str, /, default: AnySingleStreamFetcher | _T) -> AnySingleStreamFetcher | _T: ...
+
+    def get(self, name: str, /, default: Any = None) -> Any:
         """The handle of a named result, or `default` if the name is unknown."""
         return self._fetchers.get(name, default) if isinstance(name, str) else default
 
     def __getattr__(self, name: str) -> AnySingleStreamFetcher:
         if name.startswith("_"):
             raise AttributeError(name)
+        fetchers: dict[str, AnySingleStreamFetcher] = self.__dict__["_fetchers"]
         try:
-            return self.__dict__["_fetchers"][name]
+            return fetchers[name]
         except KeyError:
             raise AttributeError(f"job has no stream or attribute named {name!r}") from None
 
@@ -221,7 +228,7 @@ class StreamsManager(Mapping[str, AnySingleStreamFetcher]):
         from .postprocess import build_array
 
         return {name: self._fetchers[name]._postprocess(
-            build_array(*data[name], headers[name], selections[name]), False)  # type: ignore[arg-type]
+            build_array(*data[name], headers[name], selections[name]), False)
             for name in requests}
 
 
