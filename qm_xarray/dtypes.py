@@ -22,6 +22,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from .errors import QmInvalidSchemaError, QmTypeError, QmValueError
+from .limits import MAX_ITEM_BYTES
 
 __all__ = [
     "StreamLayout",
@@ -35,14 +36,13 @@ __all__ = [
 
 TIMESTAMP_DTYPE = np.dtype("<i8")
 _ALLOWED_KINDS = "biufc"
-MAX_ITEM_BYTES = 64 * 1024 * 1024
 
 
 def element_dtype(dtype: Any) -> np.dtype:
     """Normalise a numpy type string (or dtype) of one stream element; bool becomes `|b1`."""
     try:
-        dt = np.dtype(dtype)
-    except (TypeError, ValueError) as exc:
+        dt: np.dtype[Any] = np.dtype(dtype)
+    except (TypeError, ValueError, SyntaxError) as exc:  # numpy parses "a, b" strings with ast
         raise QmInvalidSchemaError(f"invalid element dtype {dtype!r}: {exc}") from None
     if dt.fields is not None or dt.subdtype is not None or dt.kind not in _ALLOWED_KINDS:
         raise QmInvalidSchemaError(

@@ -10,7 +10,7 @@ as whole items in messages of about 1 MiB through the client-streaming `AppendIt
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -21,12 +21,14 @@ from .client.connection import ConnectionDetails
 from .client.errors import map_rpc_error
 from .dtypes import StreamLayout
 from .errors import QmTypeError, QmValueError, StreamNotFoundError
+from .execution_errors import ExecutionError
+from .limits import MESSAGE_BYTES  # payload per AppendItems message (whole items; one item if larger)
+from .streams import DEFAULT_DTYPE, StreamDeclarations, StreamSpec, declarations
 from .wire.pb.qm_xarray.v1 import control_pb2 as pb
 from .wire.pb.qm_xarray.v1 import control_pb2_grpc as pb_grpc
 
 __all__ = ["RemoteStore", "RemoteJobWriter", "RemoteStreamWriter", "MESSAGE_BYTES"]
 
-MESSAGE_BYTES = 1024 * 1024  # payload per AppendItems message (whole items; one item if larger)
 MIN_SEND_RATE = 10e6  # bytes/s: an append's deadline grows with its size at this pessimistic rate
 
 _TRANSITION = pb.SetJobStateRequest
@@ -68,24 +70,22 @@ class RemoteStore:
     def _job_info(self, job_id: str) -> pb.JobInfo:
         stub = pb_grpc.JobsServiceStub(self.details.channel())
         try:
-            return stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=self.timeout,
-                               metadata=self.details.metadata)
+            info: pb.JobInfo = stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=self.timeout,
+                                           metadata=self.details.metadata)
         except grpc.RpcError as exc:
             raise map_rpc_error(exc, f"GetJob of job {job_id!r} on {self.address}") from None
+        return info
 
-    def create_job(self, job_id: str | None = None,
-                   streams: Iterable[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]] = (),
-                   ) -> RemoteJobWriter:
+    def create_job(self, job_id: str | None = None, streams: StreamDeclarations = ()) -> RemoteJobWriter:
         """Create a running job on the server; `job_id` picks its id (else the server's `job-N`).
 
         `streams` declares streams with the job, atomically, as `ResultStore.create_job` takes
-        them: dicts of `add_stream` arguments with a `"name"` (or a mapping name -> arguments).
+        them: `StreamSpec`s or dicts of `add_stream` arguments with a `"name"` (or a mapping
+        name -> arguments). Types and layouts are checked here, the rest by the server.
         """
         if job_id is not None and not isinstance(job_id, str):
             raise QmTypeError(f"job_id must be a string, got {type(job_id).__name__}")
-        if isinstance(streams, Mapping):
-            streams = [{"name": name, **options} for name, options in streams.items()]
-        specs = [_spec_of(options) for options in streams]
+        specs = [s.to_message() for s in declarations(streams, StreamSpec.parse)]
         what = f"CreateJob {job_id!r} on {self.address}" if job_id else f"CreateJob on {self.address}"
         info = self._unary("CreateJob", pb.CreateJobRequest(job_id=job_id or "", streams=specs), what)
         return RemoteJobWriter(self, info)
@@ -96,30 +96,6 @@ class RemoteStore:
 
     def __repr__(self) -> str:
         return f"<RemoteStore {self.address}>"
-
-
-def _spec_of(options: Mapping[str, Any]) -> pb.StreamSpec:
-    options = dict(options)
-    name = options.pop("name", None)
-    unknown = set(options) - {"dtype", "shape", "single", "timestamps", "expected_count"}
-    if unknown:
-        raise QmValueError(f"stream {name!r}: unknown options {sorted(unknown)}")
-    return _spec(name, **options)  # type: ignore[arg-type]
-
-
-def _spec(name: str, dtype: Any = "<f8", shape: Any = (), single: bool = False,
-          timestamps: bool = False, expected_count: int = 0) -> pb.StreamSpec:
-    """Validate a stream declaration locally (same errors as `JobWriter.add_stream`)."""
-    if not isinstance(name, str):
-        raise QmTypeError(f"stream name must be a string, got {type(name).__name__}")
-    layout = StreamLayout.create(dtype, shape, timestamps)
-    try:
-        expected = int(expected_count)
-    except (TypeError, ValueError):
-        raise QmTypeError(f"stream {name!r}: expected_count must be an int, got {expected_count!r}") from None
-    spec = pb.StreamSpec(name=name, dtype=layout.dtype.str, shape=list(layout.shape),
-                         single=bool(single), timestamps=layout.timestamps, expected_count=expected)
-    return spec
 
 
 class RemoteJobWriter:
@@ -140,18 +116,24 @@ class RemoteJobWriter:
         with self._lock:
             for s in info.streams:
                 if s.spec.name not in self._streams:
-                    layout = StreamLayout.create(s.spec.dtype, tuple(s.spec.shape), s.spec.timestamps)
                     self._streams[s.spec.name] = RemoteStreamWriter(
-                        self, s.spec.name, layout, s.spec.single, s.spec.expected_count, s.count)
+                        self, StreamSpec.from_message(s.spec), s.count)
 
-    def add_stream(self, name: str, dtype: Any = "<f8", shape: Any = (), single: bool = False,
+    def add_stream(self, name: str, dtype: Any = DEFAULT_DTYPE, shape: Any = (), single: bool = False,
                    timestamps: bool = False, expected_count: int = 0) -> RemoteStreamWriter:
-        """Declare a stream. `shape` is the per-item buffer shape; `single` a `save` stream."""
-        spec = _spec(name, dtype, shape, single, timestamps, expected_count)
+        """Declare a stream. `shape` is the per-item buffer shape; `single` a `save` stream.
+
+        Types and the layout are checked here; the server checks the name and expected count
+        (`InvalidArgumentError`)."""
+        spec = StreamSpec.parse(name, dtype, shape, single, timestamps, expected_count).to_message()
         info = self.store._unary("AddStreams", pb.AddStreamsRequest(job_id=self._id, streams=[spec]),
                                  f"AddStreams {name!r} to job {self._id!r}")
         self._update(info)
         return self._streams[name]
+
+    def declare(self, spec: StreamSpec) -> RemoteStreamWriter:
+        """Declare a stream from its declaration (as `add_stream` with its fields)."""
+        return spec.declare(self)
 
     def stream(self, name: str) -> RemoteStreamWriter:
         """The writer of a declared stream (asks the server for streams declared elsewhere)."""
@@ -167,7 +149,7 @@ class RemoteJobWriter:
         """The writers of the streams known to this handle, by name."""
         return dict(self._streams)
 
-    def _transition(self, transition: int, what: str) -> None:
+    def _transition(self, transition: pb.SetJobStateRequest.Transition, what: str) -> None:
         self.store._unary("SetJobState", pb.SetJobStateRequest(job_id=self._id, transition=transition),
                           f"{what} job {self._id!r}")
 
@@ -185,9 +167,8 @@ class RemoteJobWriter:
 
     def add_error(self, message: str, code: int = 0, severity: str = "error") -> None:
         """Record an execution error (`severity` "error" or "warning"); the job goes on."""
-        if severity not in ("error", "warning"):
-            raise QmValueError(f"severity must be 'error' or 'warning', got {severity!r}")
-        error = pb.ExecutionError(code=int(code), severity=severity, message=str(message))
+        e = ExecutionError.create(message, code, severity)
+        error = pb.ExecutionError(code=e.code, severity=e.severity, message=e.message)
         self.store._unary("AddError", pb.AddErrorRequest(job_id=self._id, error=error),
                           f"AddError to job {self._id!r}")
 
@@ -201,13 +182,13 @@ class RemoteStreamWriter:
     `count` is the count the server last acknowledged to this handle (it does not ask the server).
     """
 
-    def __init__(self, job: RemoteJobWriter, name: str, layout: StreamLayout, single: bool,
-                 expected_count: int, count: int):
+    def __init__(self, job: RemoteJobWriter, spec: StreamSpec, count: int):
         self.job = job
-        self.name = name
-        self.layout = layout
-        self.single = single
-        self.expected_count = expected_count
+        self.spec = spec
+        self.name = spec.name
+        self.layout: StreamLayout = spec.layout
+        self.single = spec.single
+        self.expected_count = spec.expected_count
         self._count = count
 
     @property
@@ -223,7 +204,7 @@ class RemoteStreamWriter:
         arr = self.layout.pack(items, self.name)
         if self.single and len(arr) > 1:
             arr = arr[-1:]
-        data = memoryview(arr.reshape(-1).view(np.uint8))
+        data = arr.reshape(-1).view(np.uint8).data
         timeout = self.job.store.timeout + len(data) / MIN_SEND_RATE
         what = f"AppendItems to stream {self.name!r} of job {self.job.id!r}"
         stub = self.job.store._producer()

@@ -95,3 +95,13 @@ def test_pack_refuses_values_that_do_not_fit(dtype, values):
 def test_shapes_that_are_not_tuples_of_ints_are_refused(shape):
     with pytest.raises(QmInvalidSchemaError, match="item shape"):
         StreamLayout.create("<f8", shape)
+
+
+@pytest.mark.parametrize("text", [", ", "f8,", "(", "1,2)"])
+def test_a_dtype_string_numpy_cannot_parse_is_an_invalid_schema(text):
+    """numpy parses comma strings with `ast` and raises SyntaxError: still a typed, clear error."""
+    from qm_xarray.dtypes import element_dtype
+    from qm_xarray.errors import QmInvalidSchemaError
+
+    with pytest.raises(QmInvalidSchemaError, match="invalid element dtype"):
+        element_dtype(text)

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 
 from ..errors import QMConnectionError, QmValueError
+from ..limits import MAX_COUNT as MAX_LIMIT
 from . import retry
 from .connection import ConnectionDetails
 from .deadlines import check_timeout
@@ -16,7 +17,6 @@ from .errors import map_rpc_error
 
 __all__ = ["ServiceBase", "MAX_LIMIT", "check_limit"]
 
-MAX_LIMIT = 2**31 - 1  # counts and limits are int32 on the wire
 
 
 class ServiceBase:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+from ..capability_names import CHUNK_STREAMING, JOB_STREAMING_STATE, MULTIPLE_STREAMS_FETCHING, QOP3
 
 __all__ = ["Capability", "QopCaps", "ServerCapabilities"]
 
@@ -21,10 +23,10 @@ class Capability:
 class QopCaps:
     """The capabilities that matter to the results API (wire-protocol.md section c)."""
 
-    job_streaming_state = Capability("qm.job_streaming_state")
-    chunk_streaming = Capability("qm.chunk_streaming")
-    multiple_streams_fetching = Capability("qm.multiple_streams_fetching")
-    qop3 = Capability("__qop3")
+    job_streaming_state = Capability(JOB_STREAMING_STATE)
+    chunk_streaming = Capability(CHUNK_STREAMING)
+    multiple_streams_fetching = Capability(MULTIPLE_STREAMS_FETCHING)
+    qop3 = Capability(QOP3)
 
     @classmethod
     def all(cls) -> tuple[Capability, ...]:
@@ -65,7 +67,7 @@ class ServerCapabilities:
     def is_qop3(self) -> bool:
         return self.supports(QopCaps.qop3)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Capability]:
         return iter(sorted(self._caps, key=str))
 
     def __eq__(self, other: object) -> bool:

@@ -18,13 +18,13 @@ from typing import Any, Union
 import grpc
 
 from ..errors import QMConnectionError, QmTypeError, QmValueError
+from ..limits import CLIENT_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from .deadlines import check_timeout
 
 __all__ = ["ConnectionDetails", "TlsCredentials", "TlsOption", "close_channels", "DEFAULT_TIMEOUT",
            "parse_address", "split_host"]
 
 DEFAULT_TIMEOUT = 120.0  # seconds; deadline of unary RPCs unless the caller gives one
-MAX_MESSAGE_BYTES = 100 * 1024 * 1024
 
 
 def parse_address(address: str) -> tuple[str, int, str | None]:

@@ -10,8 +10,7 @@ import numpy as np
 
 from .._version import IMPLEMENTATION
 from ..dtypes import decode_simple_dtype, parse_simple_dtype
-
-SEVERITY_NAMES = {0: "error", 1: "warning"}  # ExecutionErrorSeverity, v1 and v2 alike
+from ..execution_errors import SEVERITY_NAMES
 
 __all__ = ["SEVERITY_NAMES", "SchemaItem", "JobResultItemSchema", "Header", "JobResultState", "ServerInfo",
            "dtype_of"]

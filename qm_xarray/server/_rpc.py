@@ -7,8 +7,8 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol, TypeVar, cast
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -21,10 +21,13 @@ from ..errors import (
     QmValueError,
     StreamNotFoundError,
 )
+from ..limits import (
+    MAX_APPEND_BYTES,
+    MAX_REQUEST_BYTES,
+    MESSAGE_BYTES,  # payload per data message: the measured sweet spot
+)
 
 log = logging.getLogger("qm_xarray.server")
-
-MESSAGE_BYTES = 1024 * 1024  # payload per data message: the measured sweet spot, far below 4 MiB
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,7 +67,7 @@ def rpc(method: F) -> F:
                 yield from method(self, request, context)
             except Exception as exc:  # noqa: BLE001 - mapped, never fatal
                 _abort(context, exc)
-        return stream_wrapper  # type: ignore[return-value]
+        return cast(F, stream_wrapper)  # functools.wraps keeps the signature F describes
 
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
@@ -72,7 +75,7 @@ def rpc(method: F) -> F:
             return method(self, request, context)
         except Exception as exc:  # noqa: BLE001 - mapped, never fatal
             _abort(context, exc)
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 def check_range(offset: int, limit: int | None, what: str) -> None:
@@ -82,7 +85,7 @@ def check_range(offset: int, limit: int | None, what: str) -> None:
         raise InvalidRequest(f"{what}: negative limit {limit}")
 
 
-def item_messages(itemsize: int, pieces: list[memoryview],
+def item_messages(itemsize: int, pieces: Iterable[memoryview],
                   max_bytes: int = MESSAGE_BYTES) -> Iterator[tuple[int, list[memoryview]]]:
     """Split whole-item byte pieces into messages of at most `max_bytes` payload.
 
@@ -105,10 +108,6 @@ def item_messages(itemsize: int, pieces: list[memoryview],
 
 def handlers(service: str, methods: dict[str, grpc.RpcMethodHandler]) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(service, methods)
-
-
-MAX_REQUEST_BYTES = 1024 * 1024  # unary and data requests: a few fields and names
-MAX_APPEND_BYTES = 72 * 1024 * 1024  # one append message: whole items of at most 64 MiB
 
 
 class _Invalid:
@@ -219,5 +218,9 @@ def client_stream(fn: Callable[..., Any], request_cls: Any) -> grpc.RpcMethodHan
         response_serializer=_serialize)
 
 
-def _serialize(message: Any) -> bytes:
+class _Message(Protocol):
+    def SerializeToString(self) -> bytes: ...
+
+
+def _serialize(message: _Message) -> bytes:
     return message.SerializeToString()

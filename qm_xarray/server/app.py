@@ -10,9 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TypedDict, Unpack
 
 import grpc
 
+from ..capability_names import CHUNK_STREAMING, RESULTS_CAPABILITIES
+from ..limits import MAX_RECEIVE_BYTES, MAX_SEND_BYTES
 from .auth import TokenInterceptor
 from .control import JobsService, ProducerService
 from .service_qmm import InfoService, QmmService
@@ -20,22 +23,29 @@ from .service_v1 import JobResultsServiceV1
 from .service_v2 import JobServiceV2
 from .store import ResultStore
 
-__all__ = ["ResultsServer", "serve", "DEFAULT_CAPABILITIES"]
+__all__ = ["ResultsServer", "ServerOptions", "serve", "DEFAULT_CAPABILITIES"]
 
 log = logging.getLogger("qm_xarray.server")
 
-# QM capability strings this server honours (wire-protocol.md section c).
-JOB_STREAMING_STATE = "qm.job_streaming_state"
-CHUNK_STREAMING = "qm.chunk_streaming"
-MULTIPLE_STREAMS_FETCHING = "qm.multiple_streams_fetching"
-QOP3 = "__qop3"
-DEFAULT_CAPABILITIES = (JOB_STREAMING_STATE, CHUNK_STREAMING, MULTIPLE_STREAMS_FETCHING, QOP3)
+DEFAULT_CAPABILITIES = RESULTS_CAPABILITIES  # the QM capability strings this server honours
 
-MAX_RECEIVE_BYTES = 80 * 1024 * 1024  # one append message holds whole items (<= 64 MiB each)
-MAX_SEND_BYTES = 4 * 1024 * 1024
+PemSource = str | bytes | Path  # PEM bytes, or the path of a PEM file
 
 
-def _pem(value: str | bytes | Path) -> bytes:
+class ServerOptions(TypedDict, total=False):
+    """The keyword options of `ResultsServer` (and so of `serve`)."""
+
+    chunk_streaming: bool
+    max_workers: int
+    interceptors: Sequence[grpc.ServerInterceptor]
+    token: str | None
+    producer_token: str | None
+    tls: tuple[PemSource, PemSource] | None
+    client_ca: PemSource | None
+    max_concurrent_rpcs: int | None
+
+
+def _pem(value: PemSource) -> bytes:
     return value if isinstance(value, bytes) else Path(value).read_bytes()
 
 
@@ -63,8 +73,8 @@ class ResultsServer:
                  *, chunk_streaming: bool = True, max_workers: int = 512,
                  interceptors: Sequence[grpc.ServerInterceptor] = (), token: str | None = None,
                  producer_token: str | None = None,
-                 tls: tuple[str | bytes | Path, str | bytes | Path] | None = None,
-                 client_ca: str | bytes | Path | None = None,
+                 tls: tuple[PemSource, PemSource] | None = None,
+                 client_ca: PemSource | None = None,
                  max_concurrent_rpcs: int | None = None):
         # Each streaming call holds a pool thread while it lasts (a waiter for the whole job):
         # threads are created on demand, and beyond `max_concurrent_rpcs` (default: the pool size)
@@ -130,7 +140,7 @@ class ResultsServer:
             self._started = False
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
-        return self._server.wait_for_termination(timeout)
+        return bool(self._server.wait_for_termination(timeout))
 
     def __enter__(self) -> ResultsServer:
         if not self._started:
@@ -146,9 +156,9 @@ class ResultsServer:
 
 
 def serve(store: ResultStore | None = None, host: str = "127.0.0.1", port: int = 0,
-          **options: object) -> ResultsServer:
+          **options: Unpack[ServerOptions]) -> ResultsServer:
     """Start a ResultsServer for `store` (a new in-memory one if None) and return it.
 
     Use as a context manager to stop it: `with qx.serve(store) as server: ...`.
     """
-    return ResultsServer(store, host, port, **options).start()  # type: ignore[arg-type]
+    return ResultsServer(store, host, port, **options).start()

@@ -12,6 +12,8 @@ from typing import Any
 
 import grpc
 
+from ..grpc_typing import ServerInterceptor
+
 __all__ = ["TokenInterceptor"]
 
 PRODUCER_PREFIX = "/qm_xarray.v1.ProducerService/"
@@ -33,7 +35,7 @@ def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler
     raise AssertionError("a handler of no known kind")
 
 
-class TokenInterceptor(grpc.ServerInterceptor):
+class TokenInterceptor(ServerInterceptor):
     """Refuse (UNAUTHENTICATED) any call without the right bearer token."""
 
     def __init__(self, token: str | None, producer_token: str | None = None):

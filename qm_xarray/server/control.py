@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
 from .._version import IMPLEMENTATION, __version__
-from ..dtypes import StreamLayout
+from ..execution_errors import ERROR
+from ..streams import StreamSpec
 from ..wire.pb.qm_xarray.v1 import control_pb2 as pb
 from ._rpc import InvalidRequest, client_stream, handlers, rpc, unary
-from .store import ExecutionError, Job, JobState, ResultStore, Stream
+from .store import Job, JobState, JobWriter, ResultStore, Stream
 
 JOBS_SERVICE = "qm_xarray.v1.JobsService"
 PRODUCER_SERVICE = "qm_xarray.v1.ProducerService"
 
 _STATE = {JobState.RUNNING: pb.RUNNING, JobState.DONE: pb.DONE, JobState.CLOSED: pb.CLOSED}
+_TRANSITIONS: dict[int, Callable[[JobWriter], None]] = {
+    pb.SetJobStateRequest.FINISH: JobWriter.finish,
+    pb.SetJobStateRequest.CANCEL: JobWriter.cancel,
+    pb.SetJobStateRequest.MARK_DATALOSS: JobWriter.mark_dataloss,
+}
 
 
-def stream_spec(s: Stream) -> pb.StreamSpec:
-    return pb.StreamSpec(name=s.name, dtype=s.layout.dtype.str, shape=list(s.layout.shape),
-                         single=s.single, timestamps=s.layout.timestamps,
-                         expected_count=s.expected_count)
+def stream_info(s: Stream) -> pb.StreamInfo:
+    return pb.StreamInfo(spec=s.spec.to_message(), count=s.count)
 
 
 def job_info(job: Job) -> pb.JobInfo:
@@ -29,13 +33,13 @@ def job_info(job: Job) -> pb.JobInfo:
         job_id=job.id, state=_STATE[job.state], has_dataloss=job.has_dataloss,
         errors=[pb.ExecutionError(code=e.code, severity=e.severity, message=e.message)
                 for e in job.errors],
-        streams=[pb.StreamInfo(spec=stream_spec(s), count=s.count) for s in job.streams.values()],
+        streams=[stream_info(s) for s in job.streams.values()],
         created_unix=job.created, updated_unix=job.updated)
 
 
-def _layouts(specs: Iterable[pb.StreamSpec]) -> list[tuple[pb.StreamSpec, StreamLayout]]:
-    return [(spec, StreamLayout.create(spec.dtype, tuple(spec.shape), spec.timestamps))
-            for spec in specs]
+def _specs(messages: Iterable[pb.StreamSpec]) -> list[StreamSpec]:
+    """Every declaration of a request, checked before any is used (a bad one changes nothing)."""
+    return [StreamSpec.from_message(m) for m in messages]
 
 
 class JobsService:
@@ -75,18 +79,15 @@ class ProducerService:
 
     @rpc
     def CreateJob(self, request: pb.CreateJobRequest, context: grpc.ServicerContext) -> pb.JobInfo:
-        writer = self.store.create_job(request.job_id or None, streams=[
-            {"name": s.name, "dtype": s.dtype, "shape": tuple(s.shape), "single": s.single,
-             "timestamps": s.timestamps, "expected_count": s.expected_count}
-            for s in request.streams])  # validated as a whole: a bad spec creates nothing
+        writer = self.store.create_job(request.job_id or None, streams=_specs(request.streams))
         return job_info(writer.job)
 
     @rpc
     def AddStreams(self, request: pb.AddStreamsRequest, context: grpc.ServicerContext) -> pb.JobInfo:
-        job = self.store.job(request.job_id)
-        for spec, layout in _layouts(request.streams):
-            job._add_stream(spec.name, layout, spec.single, spec.expected_count)
-        return job_info(job)
+        writer = self.store.writer(request.job_id)
+        for spec in _specs(request.streams):
+            writer.declare(spec)
+        return job_info(writer.job)
 
     @rpc
     def AppendItems(self, requests: Iterator[pb.AppendItemsRequest],
@@ -97,32 +98,23 @@ class ProducerService:
             stream = touched.get(key) or self.store.job(request.job_id).stream(request.stream)
             stream.append_bytes(request.data, request.count)
             touched[key] = stream
-        return pb.AppendItemsResponse(streams=[
-            pb.StreamInfo(spec=stream_spec(s), count=s.count) for s in touched.values()])
+        return pb.AppendItemsResponse(streams=[stream_info(s) for s in touched.values()])
 
     @rpc
     def SetJobState(self, request: pb.SetJobStateRequest, context: grpc.ServicerContext) -> pb.JobInfo:
-        job = self.store.job(request.job_id)
-        t = pb.SetJobStateRequest
-        if request.transition == t.FINISH:
-            job._set_state(JobState.DONE)
-        elif request.transition == t.CANCEL:
-            job._set_state(JobState.CLOSED)
-        elif request.transition == t.MARK_DATALOSS:
-            job._mark_dataloss()
-        else:
+        writer = self.store.writer(request.job_id)
+        transition = _TRANSITIONS.get(request.transition)
+        if transition is None:
             raise InvalidRequest(f"unknown job state transition {request.transition}")
-        return job_info(job)
+        transition(writer)
+        return job_info(writer.job)
 
     @rpc
     def AddError(self, request: pb.AddErrorRequest, context: grpc.ServicerContext) -> pb.JobInfo:
-        job = self.store.job(request.job_id)
+        writer = self.store.writer(request.job_id)
         e = request.error
-        severity = e.severity or "error"
-        if severity not in ("error", "warning"):
-            raise InvalidRequest(f"severity must be 'error' or 'warning', got {severity!r}")
-        job._add_error(ExecutionError(e.message, e.code, severity))
-        return job_info(job)
+        writer.add_error(e.message, e.code, e.severity or ERROR)  # checks the severity
+        return job_info(writer.job)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return handlers(PRODUCER_SERVICE, {

@@ -12,6 +12,9 @@ also fsynced, so it survives a power loss. A torn write leaves a partial item at
 `.items` file: it is cut off when the store is reopened, so a partial item is never served.
 Job metadata is replaced atomically (write, then rename). An append that was not acknowledged may
 or may not be there after a crash: producers resume from the count the server reports.
+
+This module reads and writes plain records (`JobRecord`, `StreamSpec`, `ExecutionError`); the
+store (store.py) rebuilds its jobs from them, so nothing here knows a `Job`.
 """
 
 from __future__ import annotations
@@ -19,21 +22,34 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..dtypes import StreamLayout
 from ..errors import QmValueError
-from .storage import FileItems, FileValue, MemoryItems, MemoryValue, write_atomic
+from ..execution_errors import ExecutionError
+from ..streams import StreamSpec, declarations
+from .storage import FileItems, FileValue, Items, MemoryItems, MemoryValue, write_atomic
 
-if TYPE_CHECKING:
-    from .store import Job, ResultStore
-
-__all__ = ["open_store", "release", "load_jobs", "save_job", "stream_storage", "FORMAT", "VERSION"]
+__all__ = ["JobRecord", "open_store", "release", "load_records", "save_record", "stream_storage",
+           "FORMAT", "VERSION"]
 
 FORMAT, VERSION = "qm-xarray-store", 1
 MARKER = "qm-xarray-store.json"
 LOCK = "lock"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What `job.json` holds of a job: plain values, from which the store rebuilds its `Job`."""
+
+    id: str
+    created: float
+    updated: float
+    state: str  # a `JobState` value: "running", "done" or "closed"
+    has_dataloss: bool = False
+    errors: tuple[ExecutionError, ...] = ()
+    streams: tuple[StreamSpec, ...] = ()
 
 
 def open_store(path: Path) -> int:
@@ -70,46 +86,40 @@ def _job_dir(path: Path, job_id: str) -> Path:
     return path / "jobs" / job_id
 
 
-def stream_storage(path: Path, job_id: str, name: str, layout: StreamLayout, single: bool,
-                   sync: bool) -> tuple[Any, Any]:
+def stream_storage(path: Path, job_id: str, spec: StreamSpec, sync: bool) -> tuple[Items, MemoryValue]:
+    """The storage of one stream of a job: a `.items` file (save_all) or a `.value` file (save)."""
     directory = _job_dir(path, job_id)
     directory.mkdir(parents=True, exist_ok=True)
-    if single:
-        return MemoryItems(layout.itemsize), FileValue(directory / f"{name}.value", layout.itemsize, sync)
-    return FileItems(directory / f"{name}.items", layout.itemsize, sync), MemoryValue()
+    itemsize = spec.item_bytes
+    if spec.single:
+        return MemoryItems(itemsize), FileValue(directory / f"{spec.name}.value", itemsize, sync)
+    return FileItems(directory / f"{spec.name}.items", itemsize, sync), MemoryValue()
 
 
-def save_job(path: Path, job: Job, sync: bool) -> None:
-    record = {
-        "id": job.id, "created": job.created, "updated": job.updated, "state": job.state.value,
-        "has_dataloss": job.has_dataloss,
-        "errors": [{"message": e.message, "code": e.code, "severity": e.severity} for e in job.errors],
-        "streams": [{"name": s.name, "dtype": s.layout.dtype.str, "shape": list(s.layout.shape),
-                     "timestamps": s.layout.timestamps, "single": s.single,
-                     "expected_count": s.expected_count} for s in job.streams.values()],
+def save_record(path: Path, record: JobRecord, sync: bool) -> None:
+    """Replace the job's `job.json` with `record`, atomically."""
+    fields: dict[str, Any] = {
+        "id": record.id, "created": record.created, "updated": record.updated, "state": record.state,
+        "has_dataloss": record.has_dataloss,
+        "errors": [asdict(e) for e in record.errors],
+        "streams": [asdict(s) for s in record.streams],
     }
-    directory = _job_dir(path, job.id)
+    directory = _job_dir(path, record.id)
     directory.mkdir(parents=True, exist_ok=True)
-    write_atomic(directory / "job.json", json.dumps(record, indent=1).encode(), sync)
+    write_atomic(directory / "job.json", json.dumps(fields, indent=1).encode(), sync)
 
 
-def load_jobs(store: ResultStore) -> list[Job]:
-    """Every job saved under the store's directory, with its streams reopened."""
-    from .store import ExecutionError, Job, JobState
-
-    assert store.path is not None
-    jobs = []
-    for job_file in sorted((store.path / "jobs").glob("*/job.json")):
-        record = json.loads(job_file.read_text())
-        job = Job(store, record["id"])
-        job.created = record["created"]
-        for spec in record["streams"]:
-            layout = StreamLayout.create(spec["dtype"], tuple(spec["shape"]), spec["timestamps"])
-            job._add_stream(spec["name"], layout, spec["single"], spec["expected_count"])
-        job._state = JobState(record["state"])
-        job._dataloss = record["has_dataloss"]
-        job._errors = [ExecutionError(e["message"], e["code"], e["severity"]) for e in record["errors"]]
-        newest = max([p.stat().st_mtime for p in job_file.parent.iterdir()], default=job.created)
-        job.updated = max(record.get("updated", job.created), newest)
-        jobs.append(job)
-    return jobs
+def load_records(path: Path) -> list[JobRecord]:
+    """Every job saved under the store's directory; `updated` is also the newest file's time."""
+    records = []
+    for job_file in sorted((path / "jobs").glob("*/job.json")):
+        fields = json.loads(job_file.read_text())
+        created = fields["created"]
+        newest = max([p.stat().st_mtime for p in job_file.parent.iterdir()], default=created)
+        records.append(JobRecord(
+            id=fields["id"], created=created, updated=max(fields.get("updated", created), newest),
+            state=fields["state"], has_dataloss=fields["has_dataloss"],
+            errors=tuple(ExecutionError.create(e["message"], e["code"], e["severity"])
+                         for e in fields["errors"]),
+            streams=tuple(declarations(fields["streams"]))))
+    return records

@@ -55,7 +55,7 @@ def _timestamp(seconds: float) -> dict[str, int]:
 def job_data(job: Job) -> pb.JobResponseData:
     """A job as `GetJobs` describes it: id, execution status and times."""
     return pb.JobResponseData(
-        job_id=job.id, status=execution_status(job), is_simulation=False,  # type: ignore[arg-type]
+        job_id=job.id, status=execution_status(job), is_simulation=False,
         metadata=pb.JobMetadata(created_at=_timestamp(job.created), started_at=_timestamp(job.created),
                                 last_status_updated_at=_timestamp(job.updated)))
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import grpc
 
+from ..execution_errors import SEVERITY_CODES
 from ..wire import codec
 from ..wire.pb.qm.pb import job_results_pb2 as pb
 from ._rpc import check_range, handlers, item_messages, rpc, server_stream, unary
@@ -13,7 +15,7 @@ from .store import ResultStore
 
 SERVICE = "qm.grpc.results_analyser.JobResultsService"
 
-_SEVERITY = {"error": pb.GetJobErrorsResponse.ERROR, "warning": pb.GetJobErrorsResponse.WARNING}
+_Severity = pb.GetJobErrorsResponse.ExecutionErrorSeverity
 
 
 class JobResultsServiceV1:
@@ -67,8 +69,9 @@ class JobResultsServiceV1:
                      context: grpc.ServicerContext) -> pb.GetJobErrorsResponse:
         job = self.store.job(request.jobId)
         return pb.GetJobErrorsResponse(jobId=job.id, errors=[
-            pb.GetJobErrorsResponse.Error(errorCode=e.code, errorSeverity=_SEVERITY[e.severity],
-                                          message=e.message)
+            pb.GetJobErrorsResponse.Error(
+                errorCode=e.code, message=e.message,
+                errorSeverity=cast(_Severity, SEVERITY_CODES[e.severity]))  # an enum is its number
             for e in job.errors
         ])
 

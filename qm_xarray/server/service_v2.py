@@ -8,9 +8,11 @@ client's legacy data path ignores. Data RPCs are hand-encoded (`wire.codec`).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import grpc
 
+from ..execution_errors import SEVERITY_CODES
 from ..wire import codec
 from ..wire.pb.qm.grpc.v2 import common_types_pb2 as common
 from ..wire.pb.qm.grpc.v2 import job_api_pb2 as pb
@@ -20,16 +22,15 @@ from .store import Job, JobState, ResultStore, Stream
 SERVICE = "qm.grpc.v2.JobService"
 STATUS_POLL_SECONDS = 1.0  # how often a status-updates stream checks that its client is still there
 
-_Success = {
-    "schema": pb.GetJobResultSchemaResponse.GetJobResultSchemaResponseSuccess,
-    "state": pb.GetJobResultStateResponse.GetJobResultStateResponseSuccess,
-    "header": pb.GetJobNamedResultHeaderResponse.GetJobNamedResultHeaderResponseSuccess,
-    "headers": pb.GetJobNamedResultsHeadersResponse.GetJobNamedResultsHeadersResponseSuccess,
-    "errors": pb.GetJobErrorsResponse.GetJobErrorsResponseSuccess,
-}
+_SchemaSuccess = pb.GetJobResultSchemaResponse.GetJobResultSchemaResponseSuccess
+_StateSuccess = pb.GetJobResultStateResponse.GetJobResultStateResponseSuccess
+_HeaderSuccess = pb.GetJobNamedResultHeaderResponse.GetJobNamedResultHeaderResponseSuccess
+_HeadersSuccess = pb.GetJobNamedResultsHeadersResponse.GetJobNamedResultsHeadersResponseSuccess
+_ErrorsSuccess = pb.GetJobErrorsResponse.GetJobErrorsResponseSuccess
+_Severity = _ErrorsSuccess.ExecutionErrorSeverity
 
 
-def execution_status(job: Job) -> int:
+def execution_status(job: Job) -> common.JobExecutionStatus:
     """The v2 `JobExecutionStatus` of a job."""
     if job.state is JobState.RUNNING:
         return common.RUNNING
@@ -75,8 +76,8 @@ class JobServiceV2:
     def GetJobResultSchema(self, request: pb.GetJobResultSchemaRequest,
                            context: grpc.ServicerContext) -> pb.GetJobResultSchemaResponse:
         job = self.store.job(request.job_id)
-        item = _Success["schema"].Item
-        return pb.GetJobResultSchemaResponse(success=_Success["schema"](items=[
+        item = _SchemaSuccess.Item
+        return pb.GetJobResultSchemaResponse(success=_SchemaSuccess(items=[
             item(name=s.name, simple_dtype=s.layout.simple_dtype(False), is_single=s.single,
                  expected_count=s.expected_count, shape=s.layout.header_shape(False))
             for s in job.streams.values()
@@ -86,7 +87,7 @@ class JobServiceV2:
     def GetJobResultState(self, request: pb.GetJobResultStateRequest,
                           context: grpc.ServicerContext) -> pb.GetJobResultStateResponse:
         job = self.store.job(request.job_id)
-        return pb.GetJobResultStateResponse(success=_Success["state"](
+        return pb.GetJobResultStateResponse(success=_StateSuccess(
             done=job.done, closed=job.closed, has_dataloss=job.has_dataloss))
 
     @rpc
@@ -95,7 +96,7 @@ class JobServiceV2:
         job = self.store.job(request.job_id)
         s = job.stream(request.output_name)
         flat = request.flat_format
-        return pb.GetJobNamedResultHeaderResponse(success=_Success["header"](
+        return pb.GetJobNamedResultHeaderResponse(success=_HeaderSuccess(
             is_single=s.single, count_so_far=s.count, simple_dtype=s.layout.simple_dtype(flat),
             has_data_loss=job.has_dataloss, shape=s.layout.header_shape(flat), output_name=s.name))
 
@@ -103,7 +104,7 @@ class JobServiceV2:
     def GetJobNamedResultsHeaders(self, request: pb.GetJobNamedResultsHeadersRequest,
                                   context: grpc.ServicerContext) -> pb.GetJobNamedResultsHeadersResponse:
         job = self.store.job(request.job_id)
-        header = _Success["headers"].OutputHeader
+        header = _HeadersSuccess.OutputHeader
         headers = []
         for output in request.outputs:
             s = job.stream(output.output_name)
@@ -111,7 +112,7 @@ class JobServiceV2:
             headers.append(header(count_so_far=s.count, has_data_loss=job.has_dataloss,
                                   output_name=s.name, simple_dtype=s.layout.simple_dtype(flat),
                                   shape=s.layout.header_shape(flat)))
-        return pb.GetJobNamedResultsHeadersResponse(success=_Success["headers"](headers=headers))
+        return pb.GetJobNamedResultsHeadersResponse(success=_HeadersSuccess(headers=headers))
 
     @rpc
     def GetNamedResult(self, request: pb.GetNamedResultRequest,
@@ -145,10 +146,10 @@ class JobServiceV2:
     def GetErrors(self, request: pb.GetJobErrorsRequest,
                   context: grpc.ServicerContext) -> pb.GetJobErrorsResponse:
         job = self.store.job(request.job_id)
-        success = _Success["errors"]
-        severity = {"error": success.ERROR, "warning": success.WARNING}
-        return pb.GetJobErrorsResponse(success=success(errors=[
-            success.Error(errorCode=e.code, errorSeverity=severity[e.severity], message=e.message)
+        return pb.GetJobErrorsResponse(success=_ErrorsSuccess(errors=[
+            _ErrorsSuccess.Error(
+                errorCode=e.code, message=e.message,
+                errorSeverity=cast(_Severity, SEVERITY_CODES[e.severity]))  # an enum is its number
             for e in job.errors
         ]))
 

@@ -10,16 +10,33 @@ never materialized per request.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-__all__ = ["MemoryItems", "FileItems", "MemoryValue", "FileValue", "SEGMENT_BYTES", "PIECE_BYTES",
-           "write_atomic"]
+from ..limits import MESSAGE_BYTES
+
+__all__ = ["Items", "MemoryItems", "FileItems", "MemoryValue", "FileValue", "SEGMENT_BYTES",
+           "PIECE_BYTES", "write_atomic"]
 
 SEGMENT_BYTES = 4 * 1024 * 1024
-PIECE_BYTES = 1024 * 1024  # one message's worth: what a stalled reader pins
+PIECE_BYTES = MESSAGE_BYTES  # one message's worth: what a stalled reader pins
+
+Publish = Callable[[int], None]  # called with the new count once items up to it are stored
+
+
+class Items(Protocol):
+    """Where a `save_all` stream's items live: `MemoryItems` or `FileItems`."""
+
+    count: int
+
+    def write(self, data: memoryview, n: int, publish: Publish) -> None: ...
+
+    def read(self, start: int, stop: int) -> Iterator[memoryview]: ...
+
+    def close(self) -> None: ...
 
 
 class MemoryItems:
@@ -28,10 +45,10 @@ class MemoryItems:
     def __init__(self, itemsize: int):
         self.itemsize = itemsize
         self.seg_items = max(1, SEGMENT_BYTES // itemsize)
-        self.segments: list[np.ndarray] = []
+        self.segments: list[np.ndarray[tuple[int], np.dtype[np.uint8]]] = []
         self.count = 0
 
-    def write(self, data: memoryview, n: int, publish: callable) -> None:  # type: ignore[valid-type]
+    def write(self, data: memoryview, n: int, publish: Publish) -> None:
         size, seg_items = self.itemsize, self.seg_items
         pos, done = self.count, 0
         while done < n:
@@ -52,8 +69,11 @@ class MemoryItems:
         while first < stop:
             seg, offset = divmod(first, seg_items)
             last = min(stop, (seg + 1) * seg_items)
-            yield memoryview(self.segments[seg])[offset * size:(last - seg * seg_items) * size]
+            yield self.segments[seg].data[offset * size:(last - seg * seg_items) * size]
             first = last
+
+    def close(self) -> None:
+        """Nothing to release: the segments go with the stream."""
 
 
 class FileItems:
@@ -68,7 +88,7 @@ class FileItems:
             os.ftruncate(self.fd, whole)
         self.count = whole // itemsize
 
-    def write(self, data: memoryview, n: int, publish: callable) -> None:  # type: ignore[valid-type]
+    def write(self, data: memoryview, n: int, publish: Publish) -> None:
         """Write at the end of the published items; a failed write (disk full...) is undone."""
         end = self.count * self.itemsize
         view, offset = data[:n * self.itemsize], end

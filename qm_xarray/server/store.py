@@ -16,24 +16,24 @@ import os
 import re
 import threading
 import time
-from pathlib import Path
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..dtypes import StreamLayout
-from . import durable
-from .storage import MemoryItems, MemoryValue
 from ..errors import JobFinishedError, JobNotFoundError, QmValueError, StreamNotFoundError
+from ..execution_errors import ExecutionError
+from ..limits import MAX_COUNT
+from ..streams import DEFAULT_DTYPE, StreamDeclarations, StreamSpec, declarations
+from . import durable
+from .storage import Items, MemoryItems, MemoryValue
 
 __all__ = ["ResultStore", "Job", "JobWriter", "Stream", "StreamWriter", "JobState", "ExecutionError"]
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-STREAM_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
-MAX_COUNT = 2**31 - 1  # counts are int32 on the wire
 
 
 class JobState(str, Enum):
@@ -42,34 +42,19 @@ class JobState(str, Enum):
     CLOSED = "closed"  # ended before done: cancelled or failed
 
 
-@dataclass(frozen=True, slots=True)
-class ExecutionError:
-    message: str
-    code: int = 0
-    severity: str = "error"  # "error" or "warning"
-
-
-def check_stream_spec(name: Any, expected_count: Any) -> None:
-    """Validate a stream's name and expected count (raises `QmValueError`)."""
-    if not isinstance(name, str) or not STREAM_NAME_PATTERN.match(name):
-        raise QmValueError(f"invalid stream name {name!r}: use letters, digits and _ . : -")
-    if isinstance(expected_count, bool) or not isinstance(expected_count, (int, np.integer)) \
-            or not 0 <= int(expected_count) <= MAX_COUNT:
-        raise QmValueError(f"stream {name!r}: expected_count must be an int in [0, {MAX_COUNT}]")
-
-
 class Stream:
-    """One named result stream of a job (read side)."""
+    """One named result stream of a job (read side); `spec` is its declaration."""
 
-    def __init__(self, job: Job, name: str, layout: StreamLayout, single: bool, expected_count: int):
+    def __init__(self, job: Job, spec: StreamSpec):
         self.job = job
-        self.name = name
-        self.layout = layout
-        self.single = single
-        self.expected_count = expected_count
-        self._itemsize = layout.itemsize
-        self._items, self._value = job.store._storage_for(job.id, name, layout, single)
-        self._count = (1 if self._value.value is not None else 0) if single else self._items.count
+        self.spec = spec
+        self.name = spec.name
+        self.layout = spec.layout
+        self.single = spec.single
+        self.expected_count = spec.expected_count
+        self._itemsize = self.layout.itemsize
+        self._items, self._value = job.store._storage_for(job.id, spec)
+        self._count = (1 if self._value.value is not None else 0) if spec.single else self._items.count
         self._write_lock = threading.Lock()
 
     @property
@@ -128,13 +113,15 @@ class Stream:
         self._count = count
 
     def _close(self) -> None:
-        close = getattr(self._items, "close", None)
-        if close is not None:
-            close()
+        self._items.close()
 
 
 class Job:
-    """A job: ordered streams, state, data-loss flag and execution errors (read side)."""
+    """A job: ordered streams, state, data-loss flag and execution errors (read side).
+
+    Its changes come through a `JobWriter`; `record()` is its plain form (what a durable store
+    saves) and `Job.restore` rebuilds a job from one.
+    """
 
     def __init__(self, store: ResultStore, job_id: str):
         self.store = store
@@ -148,6 +135,26 @@ class Job:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._version = 0
+
+    @classmethod
+    def restore(cls, store: ResultStore, record: durable.JobRecord) -> Job:
+        """The job that `record` describes, its streams reopened from the store's storage."""
+        job = cls(store, record.id)
+        job.created = record.created
+        for spec in record.streams:
+            job._add_stream(spec)
+        job._state = JobState(record.state)
+        job._dataloss = record.has_dataloss
+        job._errors = list(record.errors)
+        job.updated = record.updated
+        return job
+
+    def record(self) -> durable.JobRecord:
+        """The job's metadata and stream declarations as plain values."""
+        return durable.JobRecord(
+            id=self.id, created=self.created, updated=self.updated, state=self._state.value,
+            has_dataloss=self._dataloss, errors=tuple(self._errors),
+            streams=tuple(s.spec for s in self._streams.values()))
 
     @property
     def streams(self) -> dict[str, Stream]:
@@ -182,7 +189,7 @@ class Job:
 
     @property
     def has_execution_errors(self) -> bool:
-        return any(e.severity == "error" for e in self._errors)
+        return any(e.is_error for e in self._errors)
 
     @property
     def version(self) -> int:
@@ -205,14 +212,13 @@ class Job:
         if self._state is not JobState.RUNNING:
             raise JobFinishedError(f"job {self.id!r} is {self._state.value}; it takes no more results")
 
-    def _add_stream(self, name: str, layout: StreamLayout, single: bool, expected_count: int) -> Stream:
-        check_stream_spec(name, expected_count)
+    def _add_stream(self, spec: StreamSpec) -> Stream:
         with self._lock:
             self._check_open()
-            if name in self._streams:
-                raise QmValueError(f"job {self.id!r} already has a stream named {name!r}")
-            stream = Stream(self, name, layout, bool(single), int(expected_count))
-            self._streams = {**self._streams, name: stream}
+            if spec.name in self._streams:
+                raise QmValueError(f"job {self.id!r} already has a stream named {spec.name!r}")
+            stream = Stream(self, spec)
+            self._streams = {**self._streams, spec.name: stream}
         self._changed_metadata()
         return stream
 
@@ -272,11 +278,15 @@ class JobWriter:
     def id(self) -> str:
         return self.job.id
 
-    def add_stream(self, name: str, dtype: Any = "<f8", shape: Any = (), single: bool = False,
+    def add_stream(self, name: str, dtype: Any = DEFAULT_DTYPE, shape: Any = (), single: bool = False,
                    timestamps: bool = False, expected_count: int = 0) -> StreamWriter:
         """Declare a stream. `shape` is the per-item buffer shape; `single` a `save` stream."""
-        layout = StreamLayout.create(dtype, shape, timestamps)
-        return StreamWriter(self.job._add_stream(name, layout, single, expected_count))
+        spec = StreamSpec.create(name, dtype, shape, single, timestamps, expected_count)
+        return StreamWriter(self.job._add_stream(spec))
+
+    def declare(self, spec: StreamSpec) -> StreamWriter:
+        """Declare a stream from its declaration (checked as `add_stream` checks its arguments)."""
+        return spec.declare(self)
 
     def stream(self, name: str) -> StreamWriter:
         return StreamWriter(self.job.stream(name))
@@ -294,9 +304,7 @@ class JobWriter:
 
     def add_error(self, message: str, code: int = 0, severity: str = "error") -> None:
         """Record an execution error (`severity` "error" or "warning"); the job goes on."""
-        if severity not in ("error", "warning"):
-            raise QmValueError(f"severity must be 'error' or 'warning', got {severity!r}")
-        self.job._add_error(ExecutionError(str(message), int(code), severity))
+        self.job._add_error(ExecutionError.create(message, code, severity))
 
     def __repr__(self) -> str:
         return f"<JobWriter {self.id} {self.job.state.value}>"
@@ -318,8 +326,8 @@ class ResultStore:
         self._lock_fd: int | None = None
         if self.path is not None:
             self._lock_fd = durable.open_store(self.path)
-            for job in durable.load_jobs(self):
-                self._jobs[job.id] = job
+            for record in durable.load_records(self.path):
+                self._jobs[record.id] = Job.restore(self, record)
 
     def close(self) -> None:
         """Release a durable store (its files and its lock); an in-memory store has nothing to do."""
@@ -340,33 +348,24 @@ class ResultStore:
         where = "in memory" if self.path is None else str(self.path)
         return f"<ResultStore {where}: {len(self._jobs)} jobs>"
 
-    def _storage_for(self, job_id: str, name: str, layout: StreamLayout, single: bool) -> tuple[Any, Any]:
+    def _storage_for(self, job_id: str, spec: StreamSpec) -> tuple[Items, MemoryValue]:
         if self.path is None:
-            return MemoryItems(layout.itemsize), MemoryValue()
-        return durable.stream_storage(self.path, job_id, name, layout, single, self.sync)
+            return MemoryItems(spec.item_bytes), MemoryValue()
+        return durable.stream_storage(self.path, job_id, spec, self.sync)
 
     def _save_job(self, job: Job) -> None:
         if self.path is not None and job.id in self._jobs:
-            durable.save_job(self.path, job, self.sync)
+            durable.save_record(self.path, job.record(), self.sync)
 
-    def create_job(self, job_id: str | None = None, streams: Iterable[dict[str, Any]] = ()) -> JobWriter:
+    def create_job(self, job_id: str | None = None, streams: StreamDeclarations = ()) -> JobWriter:
         """Create a running job; `job_id` picks its id (else `job-N`).
 
-        `streams` declares streams at once (each a dict of `JobWriter.add_stream` arguments); all
-        are validated before anything is created, so a bad one leaves no job behind.
+        `streams` declares streams at once (`StreamSpec`s, or dicts of `JobWriter.add_stream`
+        arguments with a "name", or a mapping name -> arguments); all are validated before
+        anything is created, so a bad one leaves no job behind.
         """
-        specs = []
-        for spec in streams:
-            spec = dict(spec)
-            name = spec.pop("name", None)
-            layout = StreamLayout.create(spec.pop("dtype", "<f8"), spec.pop("shape", ()),
-                                         spec.pop("timestamps", False))
-            single, expected = bool(spec.pop("single", False)), spec.pop("expected_count", 0)
-            if spec:
-                raise QmValueError(f"stream {name!r}: unknown options {sorted(spec)}")
-            check_stream_spec(name, expected)
-            specs.append((name, layout, single, int(expected)))
-        names = [s[0] for s in specs]
+        specs = declarations(streams)
+        names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise QmValueError(f"stream names must be unique, got {names}")
         with self._lock:
@@ -380,7 +379,7 @@ class ResultStore:
                 raise QmValueError(f"a job with id {job_id!r} already exists")
             job = Job(self, job_id)
             for spec in specs:
-                job._add_stream(*spec)
+                job._add_stream(spec)
             self._jobs[job_id] = job
         self._save_job(job)
         return JobWriter(job)

@@ -7,35 +7,16 @@ the values are the same whatever the batching (and so whatever the rate or timin
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
+from ..streams import StreamSpec
+
 __all__ = ["Experiment", "StreamDecl"]
 
-
-@dataclass(frozen=True)
-class StreamDecl:
-    """One stream an experiment writes: the arguments of `JobWriter.add_stream`."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...] = ()
-    single: bool = False
-    timestamps: bool = False
-    expected_count: int = 0
-
-    @property
-    def item_bytes(self) -> int:
-        return np.dtype(self.dtype).itemsize * math.prod(self.shape) + (8 if self.timestamps else 0)
-
-    def declare(self, job: Any) -> Any:
-        """Declare this stream on a job writer (local or remote); returns its stream writer."""
-        return job.add_stream(self.name, dtype=self.dtype, shape=self.shape, single=self.single,
-                              timestamps=self.timestamps, expected_count=self.expected_count)
+StreamDecl = StreamSpec  # one stream an experiment writes (`decl.declare(job)` declares it)
 
 
 class Experiment(ABC):

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ..errors import DataFetchingError
+from ..limits import MAX_COUNT
 
 __all__ = [
     "encode_varint",
@@ -137,7 +138,7 @@ def _int32(value: int | memoryview) -> int:
     value &= (1 << 64) - 1
     if value >= 1 << 63:
         value -= 1 << 64
-    if not 0 <= value < 2**31:
+    if not 0 <= value <= MAX_COUNT:
         raise DataFetchingError(f"malformed data message: item count {value} is out of range")
     return value
 
@@ -148,8 +149,8 @@ def decode_v1_data(buf: Bytes) -> tuple[int, memoryview]:
     for number, wire, value in iter_fields(buf):
         if number == 1 and wire == 0:
             count = _int32(value)
-        elif number == 2 and wire == 2:
-            data = value  # type: ignore[assignment]
+        elif number == 2 and isinstance(value, memoryview):
+            data = value
     return count, data
 
 
@@ -173,15 +174,15 @@ def decode_v2_result(buf: Bytes) -> V2Result:
     success: memoryview | None = None
     error: memoryview | None = None
     for number, wire, value in iter_fields(buf):
-        if number == 1 and wire == 2:
-            success = value  # type: ignore[assignment]
-        elif number == 2 and wire == 2:
-            error = value  # type: ignore[assignment]
+        if number == 1 and isinstance(value, memoryview):
+            success = value
+        elif number == 2 and isinstance(value, memoryview):
+            error = value
     if error is not None and success is None:
         details = ""
         for number, wire, value in iter_fields(error):
-            if number == 1 and wire == 2:
-                details = bytes(value).decode("utf-8", "replace")  # type: ignore[arg-type]
+            if number == 1 and isinstance(value, memoryview):
+                details = bytes(value).decode("utf-8", "replace")
         return V2Result("error", details=details)
     if success is None:
         return V2Result("empty")
@@ -189,22 +190,22 @@ def decode_v2_result(buf: Bytes) -> V2Result:
     legacy_count, legacy_data, has_legacy = 0, memoryview(b""), False
     kind, count, data = "", 0, memoryview(b"")
     for number, wire, value in iter_fields(success):
-        if number == 5 and wire == 2:
-            name = bytes(value).decode("utf-8", "replace")  # type: ignore[arg-type]
-        elif number == 3 and wire == 2:
+        if number == 5 and isinstance(value, memoryview):
+            name = bytes(value).decode("utf-8", "replace")
+        elif number == 3 and isinstance(value, memoryview):
             kind, data = "chunk", memoryview(b"")
-            for n2, w2, v2 in iter_fields(value):  # type: ignore[arg-type]
-                if n2 == 1 and w2 == 2:
-                    data = v2  # type: ignore[assignment]
-        elif number == 4 and wire == 2:
+            for n2, w2, v2 in iter_fields(value):
+                if n2 == 1 and isinstance(v2, memoryview):
+                    data = v2
+        elif number == 4 and isinstance(value, memoryview):
             kind, count = "summary", 0
-            for n2, w2, v2 in iter_fields(value):  # type: ignore[arg-type]
+            for n2, w2, v2 in iter_fields(value):
                 if n2 == 1 and w2 == 0:
                     count = _int32(v2)
         elif number == 1 and wire == 0:
             legacy_count, has_legacy = _int32(value), True
-        elif number == 2 and wire == 2:
-            legacy_data, has_legacy = value, True  # type: ignore[assignment]
+        elif number == 2 and isinstance(value, memoryview):
+            legacy_data, has_legacy = value, True
     if kind == "chunk":
         return V2Result("chunk", name, data=data)
     if kind == "summary":
