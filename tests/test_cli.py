@@ -436,7 +436,7 @@ def test_errors_of_the_data_commands(filled: Server, tmp_path: Path, capsys: pyt
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     quiet = f"127.0.0.1:{silent.getsockname()[1]}"
-    monkeypatch.setattr("qm_xarray.cli.CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setenv("QM_XARRAY_CONNECT_TIMEOUT", "1")
     cases = [
         (["export", "nope", str(tmp_path / "nope.zarr"), "--address", a], "no job 'nope' on " + a),
         (["plot", "nope", "--address", a, "-o", str(tmp_path / "x.png")], "no job 'nope' on " + a),
@@ -622,7 +622,7 @@ def test_serve_tls_beyond_loopback(tmp_path: Path, capsys: pytest.CaptureFixture
         (listed,) = run_all(["jobs", "--address", a, "--tls-ca", ca])
         assert listed.returncode == 0 and listed.stderr == "", listed
         assert re.search(r"^secret +done +10/10", listed.stdout, re.M)
-        monkeypatch.setattr("qm_xarray.cli.CONNECT_TIMEOUT", 1.0)
+        monkeypatch.setenv("QM_XARRAY_CONNECT_TIMEOUT", "1")
         code, _, err = run_main(capsys, "jobs", "--address", a)  # plaintext to a TLS server
         assert code == 1 and len(err.strip().splitlines()) == 1, err
         assert f"cannot reach a results server at {a}" in err and "give --tls-ca PEM" in err

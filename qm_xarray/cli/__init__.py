@@ -2,7 +2,7 @@
 
 Every command reports failures as one line on stderr with a non-zero exit code (2 for bad usage,
 1 for runtime failures, 130 when interrupted), never a traceback. Commands that talk to a server
-give up after `CONNECT_TIMEOUT` seconds if it cannot be reached; `--json` prints machine-readable
+give up after `$QM_XARRAY_CONNECT_TIMEOUT` seconds (5 by default) if it cannot be reached; `--json` prints machine-readable
 output on stdout.
 
 One module per command (serve, simulate, jobs with info, export, plot, demo); `common` holds the
@@ -29,9 +29,6 @@ from .common import UsageError, auth_hint  # noqa: E402
 
 __all__ = ["main", "build_parser"]
 
-# seconds to reach a server (and list or describe jobs) before giving up; None: the client's rule
-# ($QM_XARRAY_CONNECT_TIMEOUT, else 5 s; checked when used); tests may change it
-CONNECT_TIMEOUT: float | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,8 +8,7 @@ import argparse
 from ..client.connection import close_channels
 from ..errors import JobFinishedError, JobNotFoundError
 from ..producer import RemoteStore
-from .common import (DEFAULT_ADDRESS, UsageError, add_credentials, add_json, credentials, job_ref,
-                     print_json)
+from .common import UsageError, add_json, add_producer_target, credentials, job_ref, print_json
 
 __all__ = ["add_parser", "cmd_close"]
 
@@ -24,9 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                         "failed (with an execution error saying why, --message)")
     p.add_argument("--message", default=None,
                    help="the execution error of --state failed (default: 'closed by qm-xarray close')")
-    p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"server HOST:PORT (default {DEFAULT_ADDRESS})")
-    p.add_argument("--timeout", type=float, default=10.0, help="deadline of each RPC, seconds")
-    add_credentials(p, producer=True)
+    add_producer_target(p, timeout=10.0)
     add_json(p)
     p.set_defaults(func=cmd_close)
 

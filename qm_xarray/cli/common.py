@@ -25,7 +25,7 @@ from ..client.jobs import JobSummary
 from ..errors import JobNotFoundError, QMConnectionError, QmValueError
 from ..session import Connection, connect
 
-__all__ = ["UsageError", "DEFAULT_PORT", "DEFAULT_ADDRESS", "RPC_TIMEOUT", "TOKEN_ENV",
+__all__ = ["UsageError", "DEFAULT_PORT", "DEFAULT_ADDRESS", "RPC_TIMEOUT", "TOKEN_ENV", "add_producer_target",
            "PRODUCER_TOKEN_ENV", "connect_timeout", "add_address", "add_json", "add_credentials",
            "Credentials", "credentials", "check_token", "read_pem", "job_ref", "connected", "summary",
            "print_json", "looks_like_path", "open_store"]
@@ -43,11 +43,9 @@ class UsageError(Exception):
 
 
 def connect_timeout() -> float:
-    """`qm_xarray.cli.CONNECT_TIMEOUT` if set (tests may change it), else the client's rule
-    (`$QM_XARRAY_CONNECT_TIMEOUT`, validated, else 5 s)."""
-    from . import CONNECT_TIMEOUT
-
-    return config.connect_timeout(CONNECT_TIMEOUT)
+    """Seconds to reach a server: the client's rule (`$QM_XARRAY_CONNECT_TIMEOUT`, checked, else
+    5 s), read at each use."""
+    return config.connect_timeout()
 
 
 # --------------------------------------------------------------------------------------- options
@@ -58,6 +56,13 @@ def add_address(p: argparse.ArgumentParser) -> None:
 
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+
+
+def add_producer_target(p: argparse.ArgumentParser, timeout: float) -> None:
+    """`--address` and `--timeout` of a command that writes through the producer service."""
+    p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"server HOST:PORT (default {DEFAULT_ADDRESS})")
+    p.add_argument("--timeout", type=float, default=timeout, help="deadline of each RPC, seconds")
+    add_credentials(p, producer=True)
 
 
 def add_credentials(p: argparse.ArgumentParser, producer: bool = False) -> None:

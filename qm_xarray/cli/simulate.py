@@ -11,7 +11,7 @@ from typing import Any
 from ..client.connection import close_channels
 from ..producer import RemoteStore
 from ..simulator import EXPERIMENTS, Simulation
-from .common import DEFAULT_ADDRESS, UsageError, add_credentials, credentials
+from .common import UsageError, add_producer_target, credentials
 
 __all__ = ["add_parser", "add_run_options", "simulation", "cmd_simulate"]
 
@@ -67,9 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("simulate", help="write a simulated experiment into a running server",
                        description=f"Experiments: {names}.")
     p.add_argument("experiment", help=f"one of: {', '.join(EXPERIMENTS)}")
-    p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"server HOST:PORT (default {DEFAULT_ADDRESS})")
-    p.add_argument("--timeout", type=float, default=30.0, help="deadline of each RPC, seconds")
-    add_credentials(p, producer=True)
+    add_producer_target(p, timeout=30.0)
     add_run_options(p)
     p.set_defaults(func=cmd_simulate)
 

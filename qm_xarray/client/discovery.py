@@ -132,9 +132,15 @@ def probe_redirect(details: ConnectionDetails, timeout: float) -> tuple[str, int
     return None
 
 
-def _unary(details: ConnectionDetails, path: str, request: bytes, timeout: float) -> bytes:
+def _unary(details: ConnectionDetails, path: str, timeout: float) -> bytes | None:
+    """The answer to an empty request, or None if the server does not serve `path`."""
     call = details.channel().unary_unary(path)
-    return bytes(call(request, timeout=timeout, metadata=details.metadata))
+    try:
+        return bytes(call(b"", timeout=timeout, metadata=details.metadata))
+    except grpc.RpcError as exc:
+        if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+            return None
+        raise
 
 
 def detect(details: ConnectionDetails, timeout: float, allowed: float | None = None) -> ServerInfo:
@@ -146,38 +152,21 @@ def detect(details: ConnectionDetails, timeout: float, allowed: float | None = N
         return max(deadline - time.monotonic(), 0.001)
 
     try:
-        try:
-            raw = _unary(details, "/io.qualang.api.v1.InfoService/GetInfo", b"", left())
-        except grpc.RpcError as exc:
-            if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
-                raise
-            return _without_get_info(details, left())
+        raw = _unary(details, "/io.qualang.api.v1.InfoService/GetInfo", left())
+        if raw is None:  # an older qm-xarray server, or a bare results server
+            ours = _unary(details, "/qm_xarray.v1.JobsService/GetServerInfo", left())
+            if ours is None:
+                return ServerInfo("", "", QOP2_FALLBACK)
+            mine = control_pb.GetServerInfoResponse.FromString(ours)
+            return ServerInfo(mine.implementation, mine.version, tuple(mine.capabilities))
         info = info_pb.GetInfoResponse.FromString(raw)
-        version = info.implementation.version or _frontend_version(details, left())
+        version = info.implementation.version
+        if not version:  # as qm-qua: ask the QOP 2 frontend
+            answer = _unary(details, "/qm.grpc.frontend.Frontend/GetVersion", left())
+            version = "" if answer is None else str(wrappers_pb2.StringValue.FromString(answer).value)
         return ServerInfo(info.implementation.name, version, tuple(info.capabilities))
     except grpc.RpcError as exc:
         raise _first_contact_error(details, exc, timeout if allowed is None else allowed) from None
-
-
-def _without_get_info(details: ConnectionDetails, timeout: float) -> ServerInfo:
-    try:
-        raw = _unary(details, "/qm_xarray.v1.JobsService/GetServerInfo", b"", timeout)
-    except grpc.RpcError as exc:
-        if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
-            raise
-        return ServerInfo("", "", QOP2_FALLBACK)
-    ours = control_pb.GetServerInfoResponse.FromString(raw)
-    return ServerInfo(ours.implementation, ours.version, tuple(ours.capabilities))
-
-
-def _frontend_version(details: ConnectionDetails, timeout: float) -> str:
-    try:
-        raw = _unary(details, "/qm.grpc.frontend.Frontend/GetVersion", b"", timeout)
-    except grpc.RpcError as exc:
-        if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
-            raise
-        return ""
-    return str(wrappers_pb2.StringValue.FromString(raw).value)
 
 
 def _first_contact_error(details: ConnectionDetails, exc: grpc.RpcError, timeout: float
