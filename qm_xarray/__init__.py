@@ -52,7 +52,7 @@ __all__ = [
     # persistence
     "export_zarr",
     # server, producer, simulator
-    "JobWriter", "RemoteStore", "ResultStore", "ResultsServer", "StreamWriter", "serve",
+    "JobWriter", "RemoteStore", "ResultStore", "ResultsServer", "StreamSpec", "StreamWriter", "serve",
     "EXPERIMENTS", "Simulation", "simulate",
 ]
 
@@ -69,6 +69,7 @@ _LAZY = {
                  "SingleStreamSingleResultFetcher", "StreamsManager"),
     ".server": ("JobWriter", "ResultsServer", "ResultStore", "StreamWriter", "serve"),
     ".simulator": ("EXPERIMENTS", "Simulation", "simulate"),
+    ".streams": ("StreamSpec",),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -111,3 +112,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .simulator import EXPERIMENTS as EXPERIMENTS
     from .simulator import Simulation as Simulation
     from .simulator import simulate as simulate
+    from .streams import StreamSpec as StreamSpec
