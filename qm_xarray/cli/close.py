@@ -15,7 +15,7 @@ __all__ = ["add_parser", "cmd_close"]
 STATES = ("done", "cancelled", "failed")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("close", help="end a job whose producer is gone (done, cancelled or failed)")
     p.add_argument("job", metavar="JOB", help="job id on --address, or qm://HOST:PORT/JOB")
     p.add_argument("--state", choices=STATES, default="cancelled",

@@ -36,7 +36,7 @@ PRINT_SECONDS = 0.5      # without a TTY: one progress line per this interval
 TRANCHES = 4             # the run is released in this many parts, each once shown
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="the tour: embedded server, simulated experiment, live progress, "
                                     "lazy dataset, followed zarr export, plot, check")
     p.add_argument("--experiment", default="rabi", help=f"one of: {', '.join(EXPERIMENTS)} (default rabi)")

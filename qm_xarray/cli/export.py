@@ -16,7 +16,7 @@ from .display import flags, store_json
 __all__ = ["add_parser", "cmd_export"]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("export", help="write a job to a zarr store (resumable; --follow a running job)",
                        description="Write every stream of JOB to the zarr v3 store STORE, in the layout of "
                        "xr.open_dataset(job, engine='qm'). Rerunning on the same store resumes (after "

@@ -12,7 +12,7 @@ from .display import flags, job_json, progress_text, store_json, table, time_tex
 __all__ = ["add_parsers", "cmd_jobs", "cmd_info"]
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("jobs", help="list the jobs of a server with state and progress")
     add_address(p)
     add_credentials(p)

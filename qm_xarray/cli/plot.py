@@ -14,7 +14,7 @@ from .common import (UsageError, add_address, add_credentials, connected, creden
 __all__ = ["add_parser", "cmd_plot"]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plot", help="draw streams of a job or of a zarr store into a PNG file",
                        description="Draw in the form that suits the data: an I/Q scatter for a single-shot "
                        "pair (streams I and Q, coloured by state), a line for 1-D data, an image for "

@@ -38,7 +38,7 @@ clients trust the certificate with --tls-ca PEM. Listening beyond loopback witho
 """
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run a results server until Ctrl-C / SIGTERM",
                        description="Serve results to readers (QM result services v1 and v2, the "
                        "qm-xarray jobs service)\nand producers (qm-xarray simulate, qx.RemoteStore).",

@@ -62,7 +62,7 @@ def simulation(args: argparse.Namespace, producer: Any) -> Simulation:
         raise UsageError(str(exc)) from None
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     names = ", ".join(f"{k} ({v})" for k, v in EXPERIMENTS.items())
     p = sub.add_parser("simulate", help="write a simulated experiment into a running server",
                        description=f"Experiments: {names}.")

@@ -7,6 +7,7 @@ streams may interleave) and legacy (count + data per message).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -30,11 +31,26 @@ STATUS_NAMES = {common.UNSET: "Unknown", common.UNKNOWN: "Error", common.PENDING
 _FINAL = {"Done", "Canceled", "Error"}
 
 
-def _success(response: object, what: str) -> object:
-    if response.HasField("success"):  # type: ignore[attr-defined]
-        return response.success  # type: ignore[attr-defined]
-    if response.HasField("error"):  # type: ignore[attr-defined]
-        raise DataFetchingError(f"{what}: {response.error.details}")  # type: ignore[attr-defined]
+S = TypeVar("S", covariant=True)
+
+
+class _Answer(Protocol[S]):
+    """A v2 response: `oneof response_oneof { success = 1; error = 2; }`."""
+
+    @property
+    def success(self) -> S: ...
+
+    @property
+    def error(self) -> Any: ...
+
+    def HasField(self, field_name: str) -> bool: ...
+
+
+def _success(response: _Answer[S], what: str) -> S:
+    if response.HasField("success"):
+        return response.success
+    if response.HasField("error"):
+        raise DataFetchingError(f"{what}: {response.error.details}")
     raise DataFetchingError(f"{what}: the response carried neither success nor error")
 
 
@@ -48,35 +64,35 @@ class JobResultApi(ServiceBase):
         super().__init__(connection_details, job_id)
         self.supports_chunk_streaming = supports_chunk_streaming
 
-    def _call(self, rpc: str, request: object, response_cls: object, what: str,
-              timeout: float | None) -> object:
-        r = self._unary(_PATH + rpc, request, response_cls, what, timeout)
+    def _call(self, rpc: str, request: object, response_cls: type[_Answer[S]], what: str,
+              timeout: float | None) -> S:
+        r: _Answer[S] = self._unary(_PATH + rpc, request, response_cls, what, timeout)
         return _success(r, f"{what} of job {self.job_id!r}")
 
     def get_schema(self, timeout: float | None = None) -> list[SchemaItem]:
         s = self._call("GetJobResultSchema", pb.GetJobResultSchemaRequest(job_id=self.job_id),
                        pb.GetJobResultSchemaResponse, "GetJobResultSchema", timeout)
         return [SchemaItem(i.name, i.simple_dtype, i.is_single, i.expected_count, tuple(i.shape))
-                for i in s.items]  # type: ignore[attr-defined]
+                for i in s.items]
 
     def get_state(self, timeout: float | None = None) -> JobResultState:
         s = self._call("GetJobResultState", pb.GetJobResultStateRequest(job_id=self.job_id),
                        pb.GetJobResultStateResponse, "GetJobResultState", timeout)
-        return JobResultState(s.done, s.closed, s.has_dataloss)  # type: ignore[attr-defined]
+        return JobResultState(s.done, s.closed, s.has_dataloss)
 
     def get_status(self, timeout: float | None = None) -> str:
         """Execution status as the reference names it ("Running", "Done", "Canceled", "Error"...)."""
         s = self._call("GetJobStatus", pb.JobServiceGetJobStatusRequest(job_id=self.job_id),
                        pb.JobServiceGetJobStatusResponse, "GetJobStatus", timeout)
-        return STATUS_NAMES.get(s.status, "Unknown")  # type: ignore[attr-defined]
+        return STATUS_NAMES.get(s.status, "Unknown")
 
     def get_header(self, name: str, flat: bool, timeout: float | None = None) -> Header:
         s = self._call("GetJobNamedResultHeader",
                        pb.GetJobNamedResultHeaderRequest(job_id=self.job_id, output_name=name,
                                                          flat_format=flat),
                        pb.GetJobNamedResultHeaderResponse, f"header of stream {name!r}", timeout)
-        return Header(name, s.count_so_far, s.simple_dtype, tuple(s.shape) or (1,),  # type: ignore[attr-defined]
-                      s.has_data_loss, False, s.is_single)  # type: ignore[attr-defined]
+        return Header(name, s.count_so_far, s.simple_dtype, tuple(s.shape) or (1,),
+                      s.has_data_loss, False, s.is_single)
 
     def get_headers(self, outputs: Sequence[tuple[str, bool]],
                     timeout: float | None = None) -> dict[str, Header]:
@@ -88,7 +104,7 @@ class JobResultApi(ServiceBase):
                        what, timeout)
         headers = {h.output_name: Header(h.output_name, h.count_so_far, h.simple_dtype,
                                          tuple(h.shape) or (1,), h.has_data_loss)
-                   for h in s.headers}  # type: ignore[attr-defined]
+                   for h in s.headers}
         missing = [n for n, _ in outputs if n not in headers]
         if missing:
             raise DataFetchingError(f"the server sent no header for stream(s) {missing} of job {self.job_id!r}")
@@ -161,16 +177,16 @@ class JobResultApi(ServiceBase):
         s = self._call("GetErrors", pb.GetJobErrorsRequest(job_id=self.job_id), pb.GetJobErrorsResponse,
                        "GetErrors", timeout)
         return [(e.errorCode, SEVERITY_NAMES.get(e.errorSeverity, "error"), e.message)
-                for e in s.errors]  # type: ignore[attr-defined]
+                for e in s.errors]
 
     def wait_until_done(self, timeout: float, state_from_header: str | None = None) -> bool:
         """Follow the server's pushed status updates until the job ends (True if done)."""
         request = pb.JobServiceGetJobStatusRequest(job_id=self.job_id)
         final: list[str] = []
 
-        def on_status(raw: object) -> bool:
+        def on_status(raw: pb.JobServiceGetJobStatusResponse) -> bool:
             success = _success(raw, "GetJobStatusUpdates")
-            status = STATUS_NAMES.get(success.status, "Unknown")  # type: ignore[attr-defined]
+            status = STATUS_NAMES.get(success.status, "Unknown")
             if status in _FINAL:
                 final.append(status)
             return bool(final)

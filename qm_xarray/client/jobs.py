@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
@@ -14,6 +15,8 @@ from .errors import map_rpc_error
 from .models import ServerInfo
 
 __all__ = ["JobsClient", "JobSummary", "StreamSummary", "ServerInfo"]
+
+R = TypeVar("R")
 
 _STATE = {pb.RUNNING: "running", pb.DONE: "done", pb.CLOSED: "closed"}
 
@@ -57,22 +60,26 @@ class JobsClient:
     def __init__(self, details: ConnectionDetails):
         self.details = details
 
-    def _call(self, method: str, request: object, what: str, timeout: float | None) -> object:
+    def _call(self, method: str, request: object, response: type[R], what: str,
+              timeout: float | None) -> R:
         call = getattr(pb_grpc.JobsServiceStub(self.details.channel()), method)
         try:  # read-only calls: retried after transient failures, within the deadline
-            return retry.run(lambda left: call(request, timeout=left, metadata=self.details.metadata),
-                             timeout or self.details.timeout, what)
+            answer: R = retry.run(lambda left: call(request, timeout=left, metadata=self.details.metadata),
+                                  timeout or self.details.timeout, what)
+            return answer
         except grpc.RpcError as exc:
             raise map_rpc_error(exc, what) from None
 
     def server_info(self, timeout: float | None = None) -> ServerInfo:
-        r = self._call("GetServerInfo", pb.GetServerInfoRequest(), "GetServerInfo", timeout)
-        return ServerInfo(r.implementation, r.version, tuple(r.capabilities))  # type: ignore[attr-defined]
+        r = self._call("GetServerInfo", pb.GetServerInfoRequest(), pb.GetServerInfoResponse,
+                       "GetServerInfo", timeout)
+        return ServerInfo(r.implementation, r.version, tuple(r.capabilities))
 
     def list_jobs(self, timeout: float | None = None) -> list[JobSummary]:
-        r = self._call("ListJobs", pb.ListJobsRequest(), "ListJobs", timeout)
-        return [JobSummary.from_pb(j) for j in r.jobs]  # type: ignore[attr-defined]
+        r = self._call("ListJobs", pb.ListJobsRequest(), pb.ListJobsResponse, "ListJobs", timeout)
+        return [JobSummary.from_pb(j) for j in r.jobs]
 
     def get_job(self, job_id: str, timeout: float | None = None) -> JobSummary:
-        r = self._call("GetJob", pb.GetJobRequest(job_id=job_id), f"GetJob of job {job_id!r}", timeout)
-        return JobSummary.from_pb(r)  # type: ignore[arg-type]
+        r = self._call("GetJob", pb.GetJobRequest(job_id=job_id), pb.JobInfo, f"GetJob of job {job_id!r}",
+                       timeout)
+        return JobSummary.from_pb(r)

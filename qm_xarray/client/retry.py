@@ -67,8 +67,9 @@ class ServerUnavailableError(QMTimeoutError, QMConnectionError):
 
 
 def _code_and_details(exc: BaseException) -> tuple[grpc.StatusCode | None, str]:
-    code = exc.code() if callable(getattr(exc, "code", None)) else None  # type: ignore[attr-defined]
-    details = exc.details() if callable(getattr(exc, "details", None)) else None  # type: ignore[attr-defined]
+    code_of, details_of = getattr(exc, "code", None), getattr(exc, "details", None)
+    code = code_of() if callable(code_of) else None
+    details = details_of() if callable(details_of) else None
     return code, details or ""
 
 

@@ -34,6 +34,9 @@ class StreamSlicer:
     __slots__ = ("source", "count", "field", "shape", "dtype", "ndim")
 
     def __init__(self, source: StreamSource, count: int, field: str | None = None):
+        self._setup(source, count, field)
+
+    def _setup(self, source: StreamSource, count: int, field: str | None) -> None:
         self.source = source
         self.count = count
         self.field = field
@@ -74,7 +77,7 @@ class StreamSlicer:
         return (self.source, self.count, self.field)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.__init__(*state)  # type: ignore[misc]
+        self._setup(*state)
 
     def __dask_tokenize__(self) -> object:
         return ("qm_xarray.StreamSlicer", self.source.token(), self.count, self.field)

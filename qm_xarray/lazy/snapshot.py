@@ -154,7 +154,7 @@ def snapshot(job: Any, *, streams: Sequence[str] | None = None, wait: int | str 
     return _service_snapshot(service, multiple, streams, wait, timeout, known)
 
 
-def _wait_counts(headers_of: Any, names: list[str], wait: int, timeout: float, job_id: str) -> None:
+def _wait_counts(headers_of: Any, names: list[str], wait: int | str, timeout: float, job_id: str) -> None:
     if isinstance(wait, bool) or not isinstance(wait, int) or wait < 0:
         raise QmValueError(f"wait must be None, a count or 'all', got {wait!r}")
     short: list[str] = []
@@ -200,18 +200,17 @@ def _service_snapshot(service: Any, multiple: MultipleStreamsFetcher | None,
     if wait == "all":
         service.wait_until_done(limit)
     elif wait is not None:
-        _wait_counts(headers_of, [n for n in names if n not in singles], wait,  # type: ignore[arg-type]
-                     limit, service.job_id)
+        _wait_counts(headers_of, [n for n in names if n not in singles], wait, limit, service.job_id)
     state = service.get_state()  # before the headers: a final state means final counts
     headers = headers_of(names)
     values = _single_values(service, multiple, [headers[n] for n in names if n in singles])
     errors = tuple(service.get_errors()) if state.closed or state.done else ()
-    sources = {n: ServiceSource(service, headers[n]) for n in names}
+    sources: dict[str, StreamSource] = {n: ServiceSource(service, headers[n]) for n in names}
     snaps = {n: StreamSnapshot(schema[n], headers[n], min(headers[n].count_so_far, 1) if n in singles
                                else headers[n].count_so_far, values.get(n)) for n in names}
     return JobSnapshot(service.job_id, service.connection_details.target, snaps,
                        "done" if state.done else "closed" if state.closed else "running",
-                       state.has_dataloss, errors, _now(), _sources=sources)  # type: ignore[arg-type]
+                       state.has_dataloss, errors, _now(), _sources=sources)
 
 
 def _single_values(service: Any, multiple: Any, headers: list[Header]) -> dict[str, Any]:
