@@ -25,16 +25,12 @@ from __future__ import annotations
 import gc
 import json
 import os
-import selectors
 import statistics
-import subprocess
 import sys
 import threading
 import time
 import tracemalloc
-import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -212,78 +208,12 @@ def quiet_reference_logs() -> None:
 
 # --------------------------------------------------------------------------- parent side
 
-
-@dataclass
-class JobServer:
-    """A child process of this file (`python _jobs.py KIND ...`): its first JSON line in `info`,
-    then `request(command)` -> the child's JSON reply. `stop()` (or garbage collection) ends it."""
-
-    proc: subprocess.Popen[bytes]
-    info: dict[str, Any] = field(default_factory=dict)
-    _buf: bytes = b""
-    _finalizer: Any = field(default=None, repr=False)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.info['port']}"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def read_json(self, timeout: float = _servers.START_TIMEOUT) -> Any:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while b"\n" not in self._buf:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"benchmark child {self.proc.args} sent no line within {timeout:.0f} s")
-                if not sel.select(left):
-                    continue
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-                if not chunk:
-                    raise RuntimeError(f"benchmark child {self.proc.args} exited (status {self.proc.wait()})")
-                self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def request(self, command: str, timeout: float = _servers.START_TIMEOUT) -> Any:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command.encode() + b"\n")
-        self.proc.stdin.flush()
-        return self.read_json(timeout)
-
-    def stop(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()
-
-    def __enter__(self) -> JobServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+JobServer = _servers.ServerProcess  # a child of this file: `info`, `request(command)`, `stop()`
 
 
 def start_child(*args: str, timeout: float = _servers.START_TIMEOUT, first_line: bool = True) -> JobServer:
     """Run this file as a script with `args` in a child process; wait for its first JSON line."""
-    env = dict(os.environ)
-    extra = os.environ.get("QX_BENCH_SERVER_PYTHONPATH")
-    if extra:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), *args],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-    child = JobServer(proc)
-    child._finalizer = weakref.finalize(child, _servers._terminate, proc)
-    if first_line:
-        try:
-            child.info = child.read_json(timeout)
-        except BaseException:
-            child.stop()
-            raise
-    return child
+    return _servers.start_script(__file__, *args, timeout=timeout, first_line=first_line)
 
 
 def start_many(n_streams: int, items: int, big_items: int) -> JobServer:
@@ -442,23 +372,7 @@ def _main(argv: list[str]) -> int:
         server, command = _serve_follow(int(args[0]))
     else:
         raise SystemExit(f"unknown kind {kind!r}")
-    sys.stdout.write(json.dumps({"kind": kind, "port": server.port, "pid": os.getpid()}) + "\n")
-    sys.stdout.flush()
-    try:
-        for line in sys.stdin:  # EOF when the parent closes stdin or dies
-            line = line.strip()
-            if not line:
-                continue
-            if line == "stop":
-                break
-            try:
-                reply = command(line)
-            except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises
-                reply = {"error": f"{type(exc).__name__}: {exc}"}
-            sys.stdout.write(json.dumps(reply) + "\n")
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        pass
+    _servers.serve_commands({"kind": kind, "port": server.port, "pid": os.getpid()}, command)
     server.stop(0)
     return 0
 

@@ -19,23 +19,33 @@ which `qm_xarray` it imported as `module`.
 
 from __future__ import annotations
 
-import json
 import os
-import selectors
-import subprocess
 import sys
-import time
-import weakref
 import zlib
-from dataclasses import dataclass, field
 from typing import Any
+
+try:
+    from qm_xarray.testing.children import Child, child_env, serve_commands
+except ImportError:  # a child serving a qm_xarray without the harness (an A/B against an old copy)
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location(  # the harness of this repository (stdlib only)
+        "_qx_children", os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                                     "qm_xarray", "testing", "children.py"))
+    assert _spec is not None and _spec.loader is not None
+    _children = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_children)
+    Child, child_env, serve_commands = (  # type: ignore[misc]
+        _children.Child, _children.child_env, _children.serve_commands)
 
 MESSAGE_BYTES = 1024 * 1024  # payload per data message, as qm_xarray.server._rpc.MESSAGE_BYTES
 JOB_ID = "bench"
 STREAM = "data"
 RAW_METHOD = "/bench.Raw/Stream"
 START_TIMEOUT = 120.0
-STOP_TIMEOUT = 10.0
+
+__all__ = ["JOB_ID", "MESSAGE_BYTES", "RAW_METHOD", "START_TIMEOUT", "STREAM",
+           "ServerProcess", "serve_commands", "start_script", "start_server", "values"]
 
 
 def values(n_items: int) -> Any:
@@ -48,14 +58,17 @@ def values(n_items: int) -> Any:
 # --------------------------------------------------------------------------- parent side
 
 
-@dataclass
-class ServerProcess:
-    """A server running in a child process; `stop()` (or garbage collection) ends it."""
+class ServerProcess(Child):
+    """A script of this folder in a child process that dies with this one (a
+    `qm_xarray.testing.children.Child`): its first JSON line in `info`, `request(command)` -> its
+    JSON reply; `stop()` (or garbage collection, or this process's end) ends it."""
 
-    kind: str
-    proc: subprocess.Popen[bytes]
-    info: dict[str, Any]
-    _finalizer: Any = field(default=None, repr=False)
+    def __init__(self, script: str, *args: str, pythonpath: str | None = None) -> None:
+        self.kind = args[0] if args else os.path.basename(script)
+        self.info: dict[str, Any] = {}
+        super().__init__([sys.executable, os.path.abspath(script), *args],
+                         env=child_env(pythonpath or os.environ.get("QX_BENCH_SERVER_PYTHONPATH")),
+                         name=f"benchmark child {self.kind} ({os.path.basename(script)})")
 
     @property
     def port(self) -> int:
@@ -65,43 +78,28 @@ class ServerProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    def read_json(self, timeout: float = START_TIMEOUT) -> Any:
+        """The child's next JSON line (`TimeoutError`, or `RuntimeError` if it exits first)."""
+        return super().read_json(timeout)
 
-    def stop(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def request(self, line: str, timeout: float = START_TIMEOUT) -> Any:
+        """Send one command line; the child's JSON reply."""
+        return super().request(line, timeout)
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    """Ask the child to stop (stdin EOF), then SIGTERM, then SIGKILL; always reap it."""
-    if proc.poll() is None:
+def start_script(script: str, *args: str, pythonpath: str | None = None,
+                 timeout: float = START_TIMEOUT, first_line: bool = True) -> ServerProcess:
+    """Run `script` (a file of this folder) with `args` in a child process that dies with this one;
+    wait for its first JSON line unless `first_line` is false. `pythonpath` (default
+    `QX_BENCH_SERVER_PYTHONPATH`) goes first on the child's PYTHONPATH."""
+    server = ServerProcess(script, *args, pythonpath=pythonpath)
+    if first_line:
         try:
-            if proc.stdin is not None:
-                proc.stdin.write(b"stop\n")
-                proc.stdin.close()
-        except (BrokenPipeError, OSError, ValueError):
-            pass
-        for step in (proc.terminate, proc.kill):
-            try:
-                proc.wait(STOP_TIMEOUT)
-                break
-            except subprocess.TimeoutExpired:
-                step()
-        proc.wait(STOP_TIMEOUT)
-    for stream in (proc.stdin, proc.stdout):
-        try:
-            if stream is not None:
-                stream.close()
-        except (OSError, ValueError):
-            pass
+            server.info = server.read_json(timeout)
+        except BaseException:
+            server.stop()
+            raise
+    return server
 
 
 def start_server(kind: str, nbytes: int, pythonpath: str | None = None,
@@ -109,41 +107,7 @@ def start_server(kind: str, nbytes: int, pythonpath: str | None = None,
     """Start a `kind` server ("qx" or "raw") of `nbytes` bytes in a child process; wait for its port."""
     if kind not in ("qx", "raw"):
         raise ValueError(f"unknown server kind {kind!r}")
-    env = dict(os.environ)
-    extra = pythonpath or os.environ.get("QX_BENCH_SERVER_PYTHONPATH")
-    if extra:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), kind, str(nbytes)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-    try:
-        line = _read_line(proc, timeout)
-        info = json.loads(line)
-    except BaseException:
-        _terminate(proc)
-        raise
-    server = ServerProcess(kind, proc, info)
-    server._finalizer = weakref.finalize(server, _terminate, proc)
-    return server
-
-
-def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    buf = b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"benchmark server did not report its port within {timeout:.0f} s")
-            if not sel.select(left):
-                continue
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                raise RuntimeError(
-                    f"benchmark server exited (status {proc.wait()}) before reporting its port")
-            buf += chunk
-    return buf.split(b"\n", 1)[0].decode()
+    return start_script(__file__, kind, str(nbytes), pythonpath=pythonpath, timeout=timeout)
 
 
 # --------------------------------------------------------------------------- child side
@@ -189,15 +153,8 @@ def _serve_raw(nbytes: int) -> tuple[Any, int, int, str]:
 def _main(argv: list[str]) -> int:
     kind, nbytes = argv[0], int(argv[1])
     server, port, crc, module = (_serve_qx if kind == "qx" else _serve_raw)(nbytes)
-    sys.stdout.write(json.dumps({"kind": kind, "port": port, "nbytes": nbytes, "crc32": crc,
-                                 "module": module, "pid": os.getpid()}) + "\n")
-    sys.stdout.flush()
-    try:
-        for line in sys.stdin:  # EOF when the parent closes stdin or dies
-            if line.strip() == "stop":
-                break
-    except KeyboardInterrupt:
-        pass
+    serve_commands({"kind": kind, "port": port, "nbytes": nbytes, "crc32": crc, "module": module,
+                    "pid": os.getpid()})
     server.stop(0)
     return 0
 

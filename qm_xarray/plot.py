@@ -10,23 +10,42 @@
 Axis labels come from the dataset: `long_name` (or the name) and `units` attributes of the
 variables and coordinates, so the same code draws a live job and its zarr export. matplotlib is
 imported only when drawing.
+
+The file's suffix names its format, in any case: `.png`, `.svg`, `.pdf`, `.jpg`/`.jpeg` and the
+other formats of matplotlib's Agg canvas (`formats()`); another suffix, or none, is a
+`QmValueError` that names it and the formats there are.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import xarray as xr
 
 from .errors import QmKeyError, QmValueError
 
-__all__ = ["Plan", "plan", "plot", "REDUCTIONS"]
+if TYPE_CHECKING:
+    from matplotlib.cm import ScalarMappable
+
+__all__ = ["Plan", "plan", "plot", "REDUCTIONS", "formats", "output_format"]
 
 REDUCTIONS = ("auto", "mean", "last", "none")
 DPI = 100
+
+
+class _Marker(TypedDict):
+    """How the points of an I/Q scatter are drawn (keyword arguments of `Axes.scatter`)."""
+
+    s: float
+    alpha: float
+    linewidths: float
+    rasterized: bool
+
+
+MARKER: _Marker = {"s": 4, "alpha": 0.5, "linewidths": 0, "rasterized": True}
 
 
 @dataclass
@@ -100,7 +119,7 @@ def plan(ds: xr.Dataset, streams: list[str] | None = None, reduce: str = "auto")
             da = da.isel({item: -1})
         else:
             what = f"{name}, mean over {da.sizes[item]} items"
-            da = da.astype(float).mean(item, keep_attrs=True)
+            da = da.astype(float).mean([item], keep_attrs=True)
     if da.ndim == 0:
         raise QmValueError(f"stream {name!r} holds one value ({np.asarray(da.values).item()!r}): nothing to plot")
     if da.ndim > 2:
@@ -120,9 +139,33 @@ def _axis(da: xr.DataArray, dim: Any) -> tuple[np.ndarray, str, bool]:
     return np.arange(da.sizes[dim]), str(dim), False
 
 
+def formats() -> dict[str, str]:
+    """The formats `plot` writes: suffix (lower case, no dot) -> description, as matplotlib's Agg
+    canvas lists them (png, jpg, jpeg, svg, pdf, ...)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    return dict(FigureCanvasAgg(Figure()).get_supported_filetypes())
+
+
+def output_format(out: str | Path) -> str:
+    """The format the suffix of `out` names (lower case, e.g. "jpg" for `shot.JPG`); a
+    `QmValueError` naming the suffix and the formats there are when it names none, or is missing."""
+    known = formats()
+    name = Path(out).name
+    suffix = name.rpartition(".")[2] if "." in name.lstrip(".") else ""
+    if suffix.lower() in known:
+        return suffix.lower()
+    what = f"no format is called .{suffix}" if suffix else "the file name has no suffix to name its format"
+    raise QmValueError(f"cannot write a plot to {out}: {what}; the formats are "
+                       + ", ".join(f".{s}" for s in sorted(known)))
+
+
 def plot(ds: xr.Dataset, out: str | Path, *, streams: list[str] | None = None, reduce: str = "auto",
          width_px: int = 800, height_px: int = 600, title: str | None = None) -> Plan:
-    """Draw `streams` of `ds` into the PNG file `out` of exactly `width_px` x `height_px` pixels."""
+    """Draw `streams` of `ds` into the file `out` of `width_px` x `height_px` pixels (exactly, for
+    the pixel formats), in the format its suffix names (`output_format`)."""
+    fmt = output_format(out)
     p = plan(ds, streams, reduce)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -132,17 +175,16 @@ def plot(ds: xr.Dataset, out: str | Path, *, streams: list[str] | None = None, r
     ax = fig.add_subplot()
     if p.kind == "iq":
         i, q = (np.asarray(a.values, dtype=float) for a in p.arrays)
-        marker = {"s": 4, "alpha": 0.5, "linewidths": 0, "rasterized": True}
         if p.color is None:
-            ax.scatter(i, q, **marker)
+            ax.scatter(i, q, **MARKER)
         elif p.color.dtype == bool:
-            state = np.asarray(p.color.values)
+            states = np.asarray(p.color.values)
             for value, colour in ((False, "tab:blue"), (True, "tab:red")):
-                ax.scatter(i[state == value], q[state == value], color=colour,
-                           label=f"{label(p.color, 'state')} = {int(value)}", **marker)
+                ax.scatter(i[states == value], q[states == value], color=colour,
+                           label=f"{label(p.color, 'state')} = {int(value)}", **MARKER)
             ax.legend(loc="best", markerscale=3)
         else:
-            points = ax.scatter(i, q, c=np.asarray(p.color.values, dtype=float), **marker)
+            points = ax.scatter(i, q, c=np.asarray(p.color.values, dtype=float), **MARKER)
             fig.colorbar(points, ax=ax, label=label(p.color, "state"))
         ax.set_xlabel(label(p.arrays[0]))
         ax.set_ylabel(label(p.arrays[1]))
@@ -159,6 +201,7 @@ def plot(ds: xr.Dataset, out: str | Path, *, streams: list[str] | None = None, r
         y, ylabel, y_coord = _axis(da, da.dims[0])
         x, xlabel, x_coord = _axis(da, da.dims[1])
         values = np.asarray(da.values, dtype=float)
+        image: ScalarMappable
         if x_coord or y_coord:
             image = ax.pcolormesh(x, y, values, shading="nearest")
         else:
@@ -171,5 +214,5 @@ def plot(ds: xr.Dataset, out: str | Path, *, streams: list[str] | None = None, r
     state = ds.attrs.get("qm_job_state")
     default = f"{job}: {p.what}" + (f" ({state})" if state else "") if job else p.what
     ax.set_title(title or default, fontsize="medium")
-    fig.savefig(str(out), format="png", dpi=DPI)
+    fig.savefig(str(out), format=fmt, dpi=DPI)
     return p

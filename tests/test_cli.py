@@ -779,3 +779,26 @@ def test_close_ends_an_orphaned_job(capsys: pytest.CaptureFixture[str], monkeypa
         assert code == 1 and "no job 'nope'" in err and len(err.strip().splitlines()) == 1
         code, out, err = run_main(capsys, "close", "other", "--message", "x")
         assert code == 2 and "--message goes with --state failed" in err
+
+
+# ------------------------------------------------------------------ plot: the format of -o FILE
+def test_plot_writes_the_format_its_suffix_names(filled: Server, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`plot -o x.jpg` writes JPEG bytes (not PNG under a .jpg name), whatever the suffix's case;
+    an unknown or missing suffix is one line naming it and the formats there are, exit status 1."""
+    a = filled.address
+    for name, magic in (("k.JPG", (b"\xff\xd8\xff",)), ("k.jpeg", (b"\xff\xd8\xff",)),
+                        ("k.svg", (b"<?xml", b"<svg")), ("k.Pdf", (b"%PDF",)),
+                        ("k.png", (b"\x89PNG\r\n\x1a\n",))):
+        target = tmp_path / name
+        code, out, err = run_main(capsys, "plot", "kinds", "--address", a, "-o", str(target))
+        assert code == 0 and out.startswith(f"wrote {target} (800x600 px, "), err
+        assert target.read_bytes().startswith(magic), (name, target.read_bytes()[:16])
+    for name, text in (("k.bmp", "no format is called .bmp"), ("k", "has no suffix")):
+        target = tmp_path / name
+        code, out, err = run_main(capsys, "plot", "kinds", "--address", a, "-o", str(target))
+        assert code == 1 and out == "" and "Traceback" not in err, (name, err)
+        assert len(err.strip().splitlines()) == 1 and text in err and ".jpg" in err, (name, err)
+        assert not target.exists()
+    (result,) = run_all(["plot", "kinds", "--address", a, "-o", str(tmp_path / "x.bmp")])
+    assert_one_line_error(result, 1, "no format is called .bmp; the formats are ")

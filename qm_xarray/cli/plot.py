@@ -1,4 +1,4 @@
-"""`qm-xarray plot`: draw a job's or an exported store's streams into a PNG (the drawing itself is
+"""`qm-xarray plot`: draw a job's or an exported store's streams into an image file (the drawing itself is
 `qm_xarray.plot`)."""
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ __all__ = ["add_parser", "cmd_plot"]
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("plot", help="draw streams of a job or of a zarr store into a PNG file",
+    p = sub.add_parser("plot", help="draw streams of a job or of a zarr store into an image file "
+                                    "(PNG, SVG, PDF, JPEG...)",
                        description="Draw in the form that suits the data: an I/Q scatter for a single-shot "
                        "pair (streams I and Q, coloured by state), a line for 1-D data, an image for "
                        "2-D data; save_all buffers are reduced over their items (--reduce).")
     p.add_argument("source", metavar="JOB_OR_STORE",
                    help="a zarr store written by export, a job id on --address, or qm://HOST:PORT/JOB")
-    p.add_argument("-o", "--output", required=True, metavar="PNG", help="the PNG file to write")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the file to write; its suffix names the format (.png, .svg, .pdf, .jpg, ...)")
     p.add_argument("--stream", action="append", metavar="NAME",
                    help="stream to draw (twice for an I/Q pair); default: the I/Q pair if there is "
                         "one, else the first save_all stream with data")
@@ -55,9 +57,9 @@ def plot_size(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    """Draw a job's or a store's streams into a PNG (see `qm_xarray.plot`)."""
+    """Draw a job's or a store's streams into an image file (see `qm_xarray.plot`)."""
     from ..lazy.live import open_dataset
-    from ..plot import plot
+    from ..plot import output_format, plot
 
     width, height = plot_size(args)
     if args.stream is not None and len(args.stream) > 2:
@@ -70,6 +72,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     folder = target.parent
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {args.output}: no directory {folder}")
+    output_format(args.output)  # an unknown suffix fails before any connection
     with ExitStack() as stack:
         if not args.source.startswith("qm://") and (path.exists() or looks_like_path(args.source)):
             ds = open_store(path)

@@ -10,16 +10,22 @@
   servicers, for compatibility tests (needs qm-qua; loaded on first use);
 - `Redirector`: a cleartext HTTP/2 stand-in for the gateway's redirect probe `POST /` (needs h2;
   loaded on first use).
+
+Submodules: `children` (child processes that die with their parent, read by deadlines and stopped
+for sure: the harness of `processes` and of the benchmarks), `processes` (server and producer
+subprocesses), `load` (the load measurement), `reference` (`streams_manager_factory`: the one
+recipe of both StreamsManagers), `tls`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
 from .._lazy_names import lazy_names
 from ..server import ResultsServer, ResultStore, serve
+from ..server.app import ServerOptions
 from .jobs import STREAM_KINDS, StreamKind, make_items, make_job
 from .recording import RecordingInterceptor
 from .reference import REFERENCE_MODES, our_streams_manager, reference_streams_manager
@@ -39,7 +45,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
 
 
 @contextmanager
-def embedded_server(store: ResultStore | None = None, **options: object) -> Iterator[ResultsServer]:
+def embedded_server(store: ResultStore | None = None,
+                    **options: Unpack[ServerOptions]) -> Iterator[ResultsServer]:
     """Serve `store` (a new one if None) on 127.0.0.1:0 for the duration of a `with` block."""
     server = serve(store, "127.0.0.1", 0, **options)
     try:

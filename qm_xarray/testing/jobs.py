@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ..server.store import JobWriter, ResultStore
+from ..streams import DEFAULT_DTYPE, StreamSpec
 
 __all__ = ["StreamKind", "STREAM_KINDS", "make_items", "make_job"]
 
 
-@dataclass(frozen=True)
-class StreamKind:
-    """A stream declaration: what `JobWriter.add_stream` takes, minus the name."""
+@dataclass(frozen=True, slots=True, init=False, repr=False)
+class StreamKind(StreamSpec):
+    """A stream declaration without its name: `StreamKind(dtype, shape, single, timestamps)`.
 
-    dtype: str = "<f8"
-    shape: tuple[int, ...] = ()
-    single: bool = False
-    timestamps: bool = False
+    `kind.declare(job, name, expected_count)` declares a stream of this kind on a job writer.
+    """
 
-    def declare(self, job: JobWriter, name: str, expected_count: int = 0) -> Any:
-        return job.add_stream(name, self.dtype, self.shape, self.single, self.timestamps,
-                              expected_count)
+    def __init__(self, dtype: str = DEFAULT_DTYPE, shape: tuple[int, ...] = (), single: bool = False,
+                 timestamps: bool = False) -> None:
+        StreamSpec.__init__(self, "", dtype, shape, single, timestamps, 0)
+
+    def __repr__(self) -> str:
+        return (f"StreamKind(dtype={self.dtype!r}, shape={self.shape!r}, single={self.single!r}, "
+                f"timestamps={self.timestamps!r})")
 
 
 # One of each kind in wire-protocol.md section d (plus a 2-D buffer and a timestamped buffer).
@@ -41,8 +43,8 @@ STREAM_KINDS: dict[str, StreamKind] = {
 }
 
 
-def make_items(kind: StreamKind, count: int, seed: int = 0) -> np.ndarray:
-    """`count` deterministic items of this kind, as an array of the stream's item layout."""
+def make_items(kind: StreamSpec, count: int, seed: int = 0) -> np.ndarray:
+    """`count` deterministic items of this kind (any declaration), in the stream's item layout."""
     rng = np.random.default_rng(seed)
     dtype = np.dtype(kind.dtype)
     shape = (count, *kind.shape)
@@ -63,7 +65,8 @@ def make_items(kind: StreamKind, count: int, seed: int = 0) -> np.ndarray:
 
 def make_job(store: ResultStore, counts: dict[str, int] | int = 6,
              kinds: dict[str, StreamKind] | None = None, *, job_id: str | None = None,
-             state: str = "done", seed: int = 0) -> tuple[JobWriter, dict[str, np.ndarray]]:
+             state: str = "done", seed: int = 0
+             ) -> tuple[JobWriter, dict[str, np.ndarray]]:
     """Create a job with one stream per kind and append items; returns (writer, written items).
 
     `counts` is items per stream (or a dict by name; "empty" gets 0 by default); single streams

@@ -76,7 +76,7 @@ def run_load(readers: int = 8, fetches: int = 25, producers: int = 2, *, width: 
             for job in jobs:  # one item before readers start, so that every stream has data
                 job.stream("data").append(expected_items(0, 1, width, seed + jobs.index(job)))
             conn = qx.connect(server.address, timeout=timeout)
-            handles = [conn.job(job.id).result_handles.get("data") for job in jobs]
+            handles = [conn.job(job.id).result_handles["data"] for job in jobs]
             lock = threading.Lock()
             latencies: list[float] = []
             start_barrier = threading.Barrier(readers + producers)

@@ -7,37 +7,36 @@
   and prints each count the server acknowledged (so a test can kill it and check what survived).
 - `expected_items(start, stop, width, seed)`: the known items those producers write.
 
-Linux only (signals, /proc); everything listens on 127.0.0.1.
+Both are `qm_xarray.testing.children.Child`ren: they die with the thread that started them, and
+are stopped (or killed) for sure. Linux only (signals, /proc); everything listens on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from .children import Child, child_env
 
 __all__ = ["ServerProcess", "ProducerProcess", "expected_items", "cli_supports_store", "HOST"]
 
 HOST = "127.0.0.1"
 
-# The server when the CLI cannot serve a durable store: exits when its stdin closes (parent gone).
+# The server when the CLI cannot serve a durable store: stops when its stdin ends or reads `stop`.
 _SERVER_CODE = """
-import sys, threading
+import sys
 import qm_xarray as qx
+from qm_xarray.testing.children import serve_commands
 path, port = sys.argv[1], int(sys.argv[2])
 store = qx.ResultStore(path=path) if path else qx.ResultStore()
 server = qx.serve(store, host="127.0.0.1", port=port)
-print(f"listening on {server.address}", flush=True)
-sys.stdin.read()
+serve_commands(f"listening on {server.address}")
 server.stop(grace=0.5)
 """
 
@@ -86,65 +85,8 @@ def cli_supports_store() -> bool:
     return False
 
 
-# Linux: the child asks to be SIGKILLed when the thread that started it goes away (no orphans),
-# then execs the real command (the setting survives exec). Done in the child itself rather than in
-# a `preexec_fn`: running Python between fork and exec in a process with gRPC threads can hang.
-_DIE_WITH_PARENT = ("import ctypes, os, signal, sys\n"
-                    "try:\n    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
-                    "except (OSError, AttributeError):\n    pass\n"
-                    "os.execv(sys.argv[1], sys.argv[1:])\n")
-
-
-def _dying_with_parent(command: list[str]) -> list[str]:
-    return [sys.executable, "-c", _DIE_WITH_PARENT, *command]
-
-
 def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("GRPC_VERBOSITY", "ERROR")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class _Lines:
-    """Drains a child's stdout in a thread; `wait_for(predicate)` finds a line by a deadline."""
-
-    def __init__(self, stream: Any):
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self.closed = False
-        self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _drain(self, stream: Any) -> None:
-        for line in stream:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-    def wait_for(self, predicate: Callable[[str], bool], timeout: float) -> str | None:
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self._cond:
-            while True:
-                for line in self.lines[seen:]:
-                    if predicate(line):
-                        return line
-                seen = len(self.lines)
-                left = deadline - time.monotonic()
-                if self.closed or left <= 0:
-                    return None
-                self._cond.wait(left)
-
-    def snapshot(self) -> list[str]:
-        with self._cond:
-            return list(self.lines)
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+    return child_env(GRPC_VERBOSITY=os.environ.get("GRPC_VERBOSITY", "ERROR"), PYTHONUNBUFFERED="1")
 
 
 class ServerProcess:
@@ -160,8 +102,7 @@ class ServerProcess:
                  log_dir: str | os.PathLike[str] | None = None, use_cli: bool | None = None):
         self.store_dir = None if store_dir is None else Path(store_dir)
         self.port = port
-        self.proc: subprocess.Popen[str] | None = None
-        self._lines: _Lines | None = None
+        self.child: Child | None = None
         self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="qx-srv-"))
         self.use_cli = (self.store_dir is None or cli_supports_store()) if use_cli is None else use_cli
         self.starts = 0
@@ -172,9 +113,13 @@ class ServerProcess:
         return f"{HOST}:{self.port}"
 
     @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return None if self.child is None else self.child.proc
+
+    @property
     def pid(self) -> int:
-        assert self.proc is not None, "the server is not running"
-        return self.proc.pid
+        assert self.child is not None, "the server is not running"
+        return self.child.pid
 
     @property
     def log_path(self) -> Path:
@@ -188,19 +133,15 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         """Start the server and wait until it listens (`RuntimeError` if it does not)."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.alive():
             raise RuntimeError(f"server {self.address} is already running")
         self.starts += 1
         t0 = time.monotonic()
-        log = open(self.log_path, "w")  # noqa: SIM115 - the child owns it
-        try:
-            self.proc = subprocess.Popen(_dying_with_parent(self._command()), stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=log, text=True,
-                                         env=_child_env())
-        finally:
-            log.close()
-        self._lines = _Lines(self.proc.stdout)
-        line = self._lines.wait_for(lambda s: s.startswith("listening on "), timeout)
+        with open(self.log_path, "w") as log:  # the child writes to its own copy of the descriptor
+            # `qm-xarray serve` stops on SIGTERM, not on the end of its stdin: no wait before it
+            self.child = Child(self._command(), stderr=log, env=_child_env(), term_after=0,
+                               name=f"server {self.address}")
+        line = self.child.wait_for(lambda s: s.startswith("listening on "), timeout)
         if line is None:
             self.kill()
             raise RuntimeError(f"the server did not start within {timeout} s:\n{self.log_path.read_text()}")
@@ -209,7 +150,7 @@ class ServerProcess:
         return self
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.child is not None and self.child.alive()
 
     def peak_rss(self) -> int:
         """The server's peak resident set size in bytes (VmHWM), while it runs."""
@@ -220,40 +161,13 @@ class ServerProcess:
 
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind (the crash the durable store promises to survive)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._close_pipes()
+        if self.child is not None:
+            self.child.kill()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Ask the server to stop (SIGTERM, stdin closed); SIGKILL if it does not within `timeout`."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGTERM)
-                if self.proc.stdin:
-                    self.proc.stdin.close()
-            except (OSError, ValueError):
-                pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._close_pipes()
-
-    def _close_pipes(self) -> None:
-        assert self.proc is not None
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            try:
-                if pipe:
-                    pipe.close()
-            except (OSError, ValueError):
-                pass
-        if self._lines is not None:
-            self._lines.join(2)
+        """Ask the server to stop (stdin closed, SIGTERM); SIGKILL if it does not within `timeout`."""
+        if self.child is not None:
+            self.child.stop(timeout)
 
     def restart(self, timeout: float = 30.0, attempts: int = 20) -> ServerProcess:
         """Start again on the same port and store directory (retried while the port is busy)."""
@@ -288,15 +202,17 @@ class ProducerProcess:
     def __init__(self, address: str, job_id: str, stream: str, *, batch: int, batches: int,
                  seed: int = 0, pause: float = 0.0):
         args = [address, job_id, stream, str(batch), str(batches), str(seed), str(pause)]
-        self.proc = subprocess.Popen(_dying_with_parent([sys.executable, "-c", _PRODUCER_CODE, *args]),
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=_child_env())
-        self._lines = _Lines(self.proc.stdout)
+        self.child = Child([sys.executable, "-c", _PRODUCER_CODE, *args], stdin=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, env=_child_env(), name=f"producer of {job_id}/{stream}")
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.child.proc
 
     def wait_acked(self, count: int, timeout: float) -> int:
         """Wait until the server acknowledged at least `count` items; returns the last count."""
-        line = self._lines.wait_for(lambda s: s.startswith("acked ") and int(s.split()[1]) >= count,
-                                    timeout)
+        line = self.child.wait_for(lambda s: s.startswith("acked ") and int(s.split()[1]) >= count,
+                                   timeout)
         if line is None:
             raise RuntimeError(f"producer did not reach {count} acknowledged items within {timeout} s "
                                f"(last: {self.acked}); stderr: {self.stderr_text()}")
@@ -304,31 +220,14 @@ class ProducerProcess:
 
     @property
     def acked(self) -> int:
-        counts = [int(s.split()[1]) for s in self._lines.snapshot() if s.startswith(("acked ", "start "))]
+        counts = [int(s.split()[1]) for s in self.child.poll_lines() if s.startswith(("acked ", "start "))]
         return counts[-1] if counts else 0
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._lines.join(5)  # every line it printed before dying is read
+        self.child.kill()  # every line it printed before dying is read
 
     def wait(self, timeout: float) -> int:
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise
-        self._lines.join(5)
-        return code
+        return self.child.wait(timeout)
 
     def stderr_text(self) -> str:
-        if self.proc.poll() is None or self.proc.stderr is None:
-            return ""
-        try:
-            return self.proc.stderr.read()[-2000:]
-        except (OSError, ValueError):
-            return ""
-
-
-# ------------------------------------------------------------------------------------------ load
+        return self.child.stderr_text()

@@ -36,6 +36,8 @@ from qm.grpc.qm.pb import job_results_pb2 as v1_pb
 from qm.grpc.qm.pb import job_results_pb2_grpc as v1_grpc
 from qm.grpc.qm.pb import qm_manager_pb2 as qm_manager_pb
 
+from ..grpc_typing import ServerInterceptor
+
 if TYPE_CHECKING:
     from .jobs import StreamKind
 
@@ -47,7 +49,7 @@ QOP2_VERSION = "2.70-cb7c3ee"
 QOP3_VERSION = "3.5.0"
 
 # job state -> qm.grpc.v2.JobExecutionStatus, and -> the member of the QOP 2 Frontend status oneof
-_V2_STATUS: dict[str, int] = {
+_V2_STATUS: dict[str, common_pb.JobExecutionStatus] = {
     "unknown": common_pb.UNKNOWN, "pending": common_pb.PENDING, "loading": common_pb.LOADING,
     "running": common_pb.RUNNING, "processing": common_pb.PROCESSING, "done": common_pb.COMPLETED,
     "canceled": common_pb.CANCELED, "error": common_pb.ERROR,
@@ -212,7 +214,7 @@ def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str
     return grpc.stream_stream_rpc_method_handler(refuse_stream, deserialize, serialize)
 
 
-class _Gate(grpc.ServerInterceptor):
+class _Gate(ServerInterceptor):
     """Records every call, then applies the gateway and token rules of the owning StandInQop."""
 
     def __init__(self, qop: StandInQop) -> None:

@@ -8,10 +8,12 @@ from typing import Any
 
 import grpc
 
+from ..grpc_typing import ServerInterceptor
+
 __all__ = ["RecordingInterceptor"]
 
 
-class RecordingInterceptor(grpc.ServerInterceptor):
+class RecordingInterceptor(ServerInterceptor):
     """Pass to `qx.serve(..., interceptors=[rec])`; read `rec.calls` as (method, request) pairs."""
 
     def __init__(self) -> None:

@@ -24,7 +24,7 @@ def stream_kinds(draw: st.DrawFn, single: bool | None = None) -> StreamKind:
 
 
 def layouts() -> st.SearchStrategy[StreamLayout]:
-    return stream_kinds().map(lambda k: StreamLayout.create(k.dtype, k.shape, k.timestamps))
+    return stream_kinds().map(lambda k: k.layout)
 
 
 @st.composite

@@ -3,10 +3,10 @@
 `impl` is parametrized over ("reference", "ours") x the four modes of
 `qm_xarray.testing.REFERENCE_MODES`; `impl.manager(job_id)` builds that client's StreamsManager for
 a job of the session store. Reference params skip when qm-qua is not installed; "ours" params skip
-while `qm_xarray.testing.our_streams_manager` does not exist.
+while `qm_xarray.results` does not import.
 
-The reference is built exactly as qm-qua builds it: QOP 2 -> v1 `JobResultServiceApi` with no wait
-function; QOP 3 -> v2 `JobResultApi` with `JobApi.wait_until` as the wait function (as
+Both clients are built by the one recipe of `qm_xarray.testing.reference.streams_manager_factory`,
+the reference exactly as qm-qua builds it (QOP 3: `JobApi.wait_until` as the wait function, as
 `JobApi.result_handles` does), so its waits raise what the real client raises.
 
 Tests that pin a DELIBERATE difference (design.md "Rules that hold everywhere", wire-protocol.md
@@ -33,10 +33,11 @@ import pytest
 
 import qm_xarray as qx
 from qm_xarray.dtypes import StreamLayout, decode_simple_dtype, final_shape, parse_simple_dtype
-from qm_xarray.testing import STREAM_KINDS, make_items, make_job
+from qm_xarray.testing import REFERENCE_MODES, STREAM_KINDS, make_items, make_job
+from qm_xarray.testing.reference import CLIENTS, streams_manager_factory
 
-MODES = ("v1", "v2-legacy", "v2", "v2-multi")
-IMPLS = ("reference", "ours")
+MODES = REFERENCE_MODES
+IMPLS = CLIENTS
 MULTI = [n for n, k in STREAM_KINDS.items() if not k.single]
 SINGLE = [n for n, k in STREAM_KINDS.items() if k.single]
 
@@ -50,45 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # the two clients
 
 
-def _reference_factory(host: str, port: int, mode: str) -> Callable[[str], Any]:
-    from qm._stream_results._streams_manager import StreamsManager
-    from qm.api.job_result_api import JobResultServiceApi
-    from qm.api.models.capabilities import QopCaps, ServerCapabilities
-    from qm.api.models.server_details import ConnectionDetails
-    from qm.api.v2.job_api.job_api import JobApi
-    from qm.api.v2.job_result_api import JobResultApi
-
-    details = ConnectionDetails(host, port, timeout=30)
-    caps = {QopCaps.job_streaming_state}
-    if mode in ("v2", "v2-multi"):
-        caps.add(QopCaps.chunk_streaming)
-    if mode == "v2-multi":
-        caps.add(QopCaps.multiple_streams_fetching)
-    capabilities = ServerCapabilities(caps)
-
-    def build(job_id: str) -> Any:
-        if mode == "v1":
-            return StreamsManager(JobResultServiceApi(details, job_id), capabilities, None)
-        service = JobResultApi(details, job_id, capabilities.supports(QopCaps.chunk_streaming))
-        return StreamsManager(service, capabilities, JobApi(details, job_id, capabilities).wait_until)
-
-    return build
-
-
-def _ours_factory(host: str, port: int, mode: str) -> Callable[[str], Any]:
-    import qm_xarray.testing as testing
-
-    def build(job_id: str) -> Any:
-        return testing.our_streams_manager(host, port, job_id, mode)
-
-    return build
-
-
 def _ours_missing() -> str | None:
-    import qm_xarray.testing as testing
-
-    if not hasattr(testing, "our_streams_manager"):
-        return "qm_xarray.testing.our_streams_manager does not exist yet"
     try:
         importlib.import_module("qm_xarray.results")
     except ImportError as exc:
@@ -159,13 +122,13 @@ def impl(request: pytest.FixtureRequest) -> Impl:
             import qm._stream_results as results
             import qm.exceptions as errors
 
-            _IMPLS[key] = Impl(name, mode, srv.port, _reference_factory("127.0.0.1", srv.port, mode),
+            _IMPLS[key] = Impl(name, mode, srv.port, streams_manager_factory(name, "127.0.0.1", srv.port, mode),
                                SimpleNamespace(**{n: getattr(errors, n) for n in _ERROR_NAMES}),
                                results, "qm")
         else:
             import qm_xarray.errors as errors
             results = importlib.import_module("qm_xarray.results")
-            _IMPLS[key] = Impl(name, mode, srv.port, _ours_factory("127.0.0.1", srv.port, mode),
+            _IMPLS[key] = Impl(name, mode, srv.port, streams_manager_factory(name, "127.0.0.1", srv.port, mode),
                                SimpleNamespace(**{n: getattr(errors, n) for n in _ERROR_NAMES}),
                                results, "qm_xarray")
     return _IMPLS[key]
