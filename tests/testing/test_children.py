@@ -112,7 +112,8 @@ def test_reading_is_bounded() -> None:
 
 
 def test_kill_reads_what_the_child_printed_and_its_stderr() -> None:
-    code = "import sys; print('a'); print('b', flush=True); sys.stderr.write('oops'); sys.stderr.flush(); " \
+    # stderr first: once "b" is read, "oops" is in its pipe, however slow the machine
+    code = "import sys; sys.stderr.write('oops'); sys.stderr.flush(); print('a'); print('b', flush=True); " \
            "import time; time.sleep(600)"
     child = Child([PY, "-c", code], stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     assert child.wait_for(lambda line: line == "b", WAIT) == "b"
