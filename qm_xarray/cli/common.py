@@ -35,7 +35,6 @@ DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
 RPC_TIMEOUT = 120.0      # deadline of data RPCs of export and plot
 TOKEN_ENV = config.TOKEN_ENV
 PRODUCER_TOKEN_ENV = "QM_XARRAY_PRODUCER_TOKEN"
-TOKEN_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: a valid header value
 
 
 class UsageError(Exception):
@@ -86,12 +85,11 @@ def add_credentials(p: argparse.ArgumentParser, producer: bool = False) -> None:
 
 
 def check_token(token: str | None, source: str) -> str | None:
-    """`token` if it can be sent as a header value; None if empty (no token)."""
-    if not token:
-        return None
-    if not TOKEN_PATTERN.fullmatch(token):
-        raise UsageError(f"{source}: a token is printable ASCII without spaces")
-    return token
+    """`token` if it can be sent as a header value (the client's rule); None if empty (no token)."""
+    try:
+        return config.check_token(token or "", source)
+    except QmValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def env_token(*names: str) -> str | None:

@@ -19,7 +19,7 @@ from .capabilities import QopCaps, ServerCapabilities
 from .connection import ConnectionDetails, TlsCredentials
 from .models import ServerInfo
 
-__all__ = ["QmQuaObject", "kind_of", "describe", "is_qm_qua_object"]
+__all__ = ["QmQuaObject", "kind_of", "describe"]
 
 # qm-qua base classes by what they are (subclasses are recognised through the MRO)
 _KINDS = {
@@ -52,37 +52,33 @@ def kind_of(obj: Any) -> str | None:
     return None
 
 
-def is_qm_qua_object(obj: Any) -> bool:
-    return kind_of(obj) is not None
-
-
 def describe(obj: Any) -> QmQuaObject:
     """Connection details, capabilities and job id of a qm-qua object; QmTypeError for others."""
     kind = kind_of(obj)
     if kind == "manager":
         server_details = obj._server_details
         caps = obj._caps
-        return QmQuaObject(kind, translate_details(server_details.connection_details),
-                           translate_capabilities(caps),
-                           _server_info(caps, getattr(server_details, "server_version", "")))
+        ours = translate_capabilities(caps)
+        return QmQuaObject(kind, translate_details(server_details.connection_details), ours,
+                           _server_info(ours, getattr(server_details, "server_version", "")))
     if kind == "job":
         if hasattr(obj, "_connection_details"):  # QOP 3 JobApi
             qm_details, caps = obj._connection_details, obj._caps
         else:                                    # QOP 2 QmBaseJob
             qm_details, caps = obj._frontend.connection_details, obj._capabilities
-        return QmQuaObject(kind, translate_details(qm_details), translate_capabilities(caps),
-                           _server_info(caps), job_id=str(obj._id))
+        ours = translate_capabilities(caps)
+        return QmQuaObject(kind, translate_details(qm_details), ours, _server_info(ours),
+                           job_id=str(obj._id))
     if kind == "streams":
         service = obj._service
-        caps = obj._capabilities
-        return QmQuaObject(kind, translate_details(service.connection_details),
-                           translate_capabilities(caps), _server_info(caps), job_id=str(service.id))
+        ours = translate_capabilities(obj._capabilities)
+        return QmQuaObject(kind, translate_details(service.connection_details), ours,
+                           _server_info(ours), job_id=str(service.id))
     if kind == "fetcher":
         service = obj._service
-        caps = _fetcher_capabilities(obj)
-        return QmQuaObject(kind, translate_details(service.connection_details), caps,
-                           ServerInfo("", "", tuple(str(c) for c in caps)), job_id=str(obj.job_id),
-                           stream=str(obj.name))
+        ours = _fetcher_capabilities(obj)
+        return QmQuaObject(kind, translate_details(service.connection_details), ours,
+                           _server_info(ours), job_id=str(obj.job_id), stream=str(obj.name))
     raise QmTypeError(f"{type(obj).__name__} is not an object of qm-qua that holds a job or a server")
 
 
@@ -115,9 +111,9 @@ def translate_capabilities(qm_caps: Any) -> ServerCapabilities:
     return ServerCapabilities.build(str(c.qop_name) for c in qm_caps.supported_capabilities)
 
 
-def _server_info(qm_caps: Any, version: str = "") -> ServerInfo:
-    names = tuple(sorted(str(c.qop_name) for c in qm_caps.supported_capabilities))
-    return ServerInfo("", str(version or ""), names)
+def _server_info(capabilities: ServerCapabilities, version: str = "") -> ServerInfo:
+    """What we know of the server behind a qm-qua object (its name is not kept there)."""
+    return ServerInfo("", str(version or ""), tuple(str(c) for c in capabilities))
 
 
 def _fetcher_capabilities(fetcher: Any) -> ServerCapabilities:
