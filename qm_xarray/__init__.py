@@ -43,7 +43,9 @@ __all__ = [
     "JobResultServiceApi", "QopCaps", "ServerCapabilities", "ServerInfo", "ServerUnavailableError",
     "ServerUnreachableError", "TlsCredentials",
     # session
-    "Connection", "Job", "as_job", "connect",
+    "Connection", "Job", "MetadataNotKeptError", "as_job", "connect", "describe",
+    # metadata
+    "Coordinate", "JobMetadata", "StreamMetadata",
     # results (the seed API)
     "BaseSingleStreamFetcher", "SingleStreamMultipleResultFetcher", "SingleStreamSingleResultFetcher",
     "StreamsManager",
@@ -61,7 +63,8 @@ _LAZY = {
                 "QopCaps", "ServerCapabilities", "ServerInfo", "TlsCredentials"),
     ".client.discovery": ("ClusterNotFoundError", "ServerUnreachableError"),
     ".client.retry": ("ServerUnavailableError",),
-    ".session": ("Connection", "Job", "as_job", "connect"),
+    ".session": ("Connection", "Job", "MetadataNotKeptError", "as_job", "connect", "describe"),
+    ".metadata": ("Coordinate", "JobMetadata", "StreamMetadata"),
     ".lazy": ("JobSnapshot", "open_dataset", "refresh", "snapshot", "to_dask", "watch"),
     ".persist": ("export_zarr",),
     ".producer": ("RemoteStore",),
@@ -105,10 +108,15 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .server import ResultStore as ResultStore
     from .server import StreamWriter as StreamWriter
     from .server import serve as serve
+    from .metadata import Coordinate as Coordinate
+    from .metadata import JobMetadata as JobMetadata
+    from .metadata import StreamMetadata as StreamMetadata
     from .session import Connection as Connection
     from .session import Job as Job
+    from .session import MetadataNotKeptError as MetadataNotKeptError
     from .session import as_job as as_job
     from .session import connect as connect
+    from .session import describe as describe
     from .simulator import EXPERIMENTS as EXPERIMENTS
     from .simulator import Simulation as Simulation
     from .simulator import simulate as simulate

@@ -13,13 +13,15 @@ only work together when they keep this order (`check_order` runs at import; test
    messages through, so that a larger one gets our INVALID_ARGUMENT, which names the limit.
 4. `MAX_APPEND_BYTES, MAX_SEND_BYTES <= CLIENT_MESSAGE_BYTES`: our client (which produces too)
    sends the largest message the server takes and receives the largest one it sends.
+5. `MAX_METADATA_BYTES + ENVELOPE_BYTES <= MAX_REQUEST_BYTES`: a job's whole metadata (metadata.py)
+   fits one request (`DescribeJob`, `CreateJob`) and, so, one answer (`GetMetadata`).
 """
 
 from __future__ import annotations
 
 __all__ = ["MiB", "MAX_COUNT", "MAX_ITEM_BYTES", "MESSAGE_BYTES", "ENVELOPE_BYTES", "MAX_REQUEST_BYTES",
            "MAX_APPEND_BYTES", "MAX_RECEIVE_BYTES", "MAX_SEND_BYTES", "GRPC_DEFAULT_MESSAGE_BYTES",
-           "CLIENT_MESSAGE_BYTES", "check_order"]
+           "CLIENT_MESSAGE_BYTES", "MAX_METADATA_BYTES", "MAX_ATTRS", "MAX_TEXT_CHARS", "check_order"]
 
 MiB = 1024 * 1024
 
@@ -33,6 +35,9 @@ MAX_RECEIVE_BYTES = 80 * MiB       # gRPC's receive limit on the server
 MAX_SEND_BYTES = 4 * MiB           # gRPC's send limit on the server
 GRPC_DEFAULT_MESSAGE_BYTES = 4 * MiB  # what a gRPC client receives unless told otherwise (qm-qua)
 CLIENT_MESSAGE_BYTES = 100 * MiB   # our client's send and receive limit
+MAX_METADATA_BYTES = 768 * 1024    # a job's metadata (attrs, coordinates, stream descriptions), encoded
+MAX_ATTRS = 256                    # free attributes of a job
+MAX_TEXT_CHARS = 256               # a units or long_name text
 
 
 def check_order() -> None:
@@ -48,6 +53,8 @@ def check_order() -> None:
          max(MAX_REQUEST_BYTES, MAX_APPEND_BYTES) <= MAX_RECEIVE_BYTES),
         ("4. our client sends and receives whatever the server takes and sends",
          max(MAX_APPEND_BYTES, MAX_SEND_BYTES) <= CLIENT_MESSAGE_BYTES),
+        ("5. a job's metadata fits one request",
+         MAX_METADATA_BYTES + ENVELOPE_BYTES <= MAX_REQUEST_BYTES),
         ("counts are int32", MAX_COUNT == 2**31 - 1),
     ]
     for rule, holds in rules:

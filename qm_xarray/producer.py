@@ -10,7 +10,7 @@ as whole items in messages of about 1 MiB through the client-streaming `AppendIt
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +22,7 @@ from .client.errors import map_rpc_error
 from .dtypes import StreamLayout
 from .errors import QmTypeError, QmValueError, StreamNotFoundError
 from .execution_errors import ExecutionError
+from .metadata import JobMetadata, MetadataChange, as_change, change_of, stream_change
 from .limits import MESSAGE_BYTES  # payload per AppendItems message (whole items; one item if larger)
 from .streams import DEFAULT_DTYPE, StreamDeclarations, StreamSpec, declarations
 from .wire.pb.qm_xarray.v1 import control_pb2 as pb
@@ -76,23 +77,35 @@ class RemoteStore:
             raise map_rpc_error(exc, f"GetJob of job {job_id!r} on {self.address}") from None
         return info
 
-    def create_job(self, job_id: str | None = None, streams: StreamDeclarations = ()) -> RemoteJobWriter:
+    def create_job(self, job_id: str | None = None, streams: StreamDeclarations = (),
+                   metadata: JobMetadata | Mapping[str, Any] | None = None) -> RemoteJobWriter:
         """Create a running job on the server; `job_id` picks its id (else the server's `job-N`).
 
         `streams` declares streams with the job, atomically, as `ResultStore.create_job` takes
         them: `StreamSpec`s or dicts of `add_stream` arguments with a `"name"` (or a mapping
-        name -> arguments). Types and layouts are checked here, the rest by the server.
+        name -> arguments), and `metadata` describes them (`describe`'s arguments as a dict, or
+        a `JobMetadata`). Types and layouts are checked here, the rest by the server.
         """
         if job_id is not None and not isinstance(job_id, str):
             raise QmTypeError(f"job_id must be a string, got {type(job_id).__name__}")
         specs = [s.to_message() for s in declarations(streams, StreamSpec.parse)]
+        change = as_change(metadata)
+        request = pb.CreateJobRequest(job_id=job_id or "", streams=specs)
+        if change is not None:
+            request.metadata.CopyFrom(change.metadata.to_message())
         what = f"CreateJob {job_id!r} on {self.address}" if job_id else f"CreateJob on {self.address}"
-        info = self._unary("CreateJob", pb.CreateJobRequest(job_id=job_id or "", streams=specs), what)
+        info = self._unary("CreateJob", request, what)
         return RemoteJobWriter(self, info)
 
     def writer(self, job_id: str) -> RemoteJobWriter:
         """Attach to an existing job (e.g. to end a job whose producer died)."""
         return RemoteJobWriter(self, self._job_info(job_id))
+
+    def apply(self, job_id: str, change: MetadataChange) -> JobMetadata:
+        """Make a metadata change (as `describe` builds it) on a job; returns what is kept."""
+        answer: pb.JobMetadata = self._unary("DescribeJob", change.to_request(job_id),
+                                             f"DescribeJob of job {job_id!r} on {self.address}")
+        return JobMetadata.from_message(answer)
 
     def __repr__(self) -> str:
         return f"<RemoteStore {self.address}>"
@@ -172,6 +185,16 @@ class RemoteJobWriter:
         self.store._unary("AddError", pb.AddErrorRequest(job_id=self._id, error=error),
                           f"AddError to job {self._id!r}")
 
+    def describe(self, attrs: Mapping[str, Any] | None = None, coords: Mapping[str, Any] | None = None,
+                 streams: Mapping[str, Any] | None = None, replace: bool = False) -> JobMetadata:
+        """Describe the job's results, as `JobWriter.describe` (arguments checked here, the
+        whole against the job's streams by the server). Returns the job's metadata."""
+        return self.apply(change_of(attrs, coords, streams, replace))
+
+    def apply(self, change: MetadataChange) -> JobMetadata:
+        """Send a metadata change as `describe` builds it; returns what the server keeps."""
+        return self.store.apply(self._id, change)
+
     def __repr__(self) -> str:
         return f"<RemoteJobWriter {self._id} at {self.store.address}>"
 
@@ -217,6 +240,11 @@ class RemoteStreamWriter:
             if s.spec.name == self.name:
                 self._count = int(s.count)
         return self._count
+
+    def describe(self, dims: Any = None, units: str | None = None, long_name: str | None = None,
+                 coords: Mapping[str, Any] | None = None) -> JobMetadata:
+        """Describe this stream, as `StreamWriter.describe`; returns the job's metadata."""
+        return self.job.apply(stream_change(self.name, dims, units, long_name, coords))
 
     def _messages(self, data: memoryview, n: int) -> Iterator[pb.AppendItemsRequest]:
         """Whole items in messages of about `MESSAGE_BYTES` (one item each if items are larger)."""

@@ -28,9 +28,15 @@ from .client.models import ServerInfo
 from .client.qmm import QmmClient
 from .dtypes import item_shape
 from .errors import QmTypeError, QmValueError
+from .metadata import JobMetadata, change_of
+from .producer import RemoteStore
 from .results import StreamsManager
 
-__all__ = ["connect", "Connection", "Job", "as_job"]
+__all__ = ["connect", "Connection", "Job", "as_job", "describe", "MetadataNotKeptError"]
+
+
+class MetadataNotKeptError(QmTypeError):
+    """The server keeps no metadata (a QOP): nothing was stored; the message says where it can be."""
 
 
 def connect(host: Any, port: int | None = None, *, cluster_name: str | None = None,
@@ -173,6 +179,19 @@ class Job:
             return JobsClient(self.connection.details).get_job(self.id, timeout)
         return _summary_from_results(self.connection, self.id, timeout)
 
+    def metadata(self, timeout: float | None = None) -> JobMetadata:
+        """What the job says of its results (axes, units, attributes): kept by our server; a
+        server without our service (a QOP) has none (empty, no RPC)."""
+        if not self.connection.server.is_qm_xarray:
+            return JobMetadata()
+        return JobsClient(self.connection.details).get_metadata(self.id, timeout)
+
+    def describe(self, attrs: Mapping[str, Any] | None = None, coords: Mapping[str, Any] | None = None,
+                 streams: Mapping[str, Any] | None = None, *, replace: bool = False,
+                 token: str | None = None, timeout: float | None = None) -> JobMetadata:
+        """`qx.describe(self, ...)`."""
+        return describe(self, attrs, coords, streams, replace=replace, token=token, timeout=timeout)
+
     def __getstate__(self) -> dict[str, Any]:
         return {"connection": self.connection, "id": self.id}
 
@@ -192,6 +211,33 @@ def as_job(obj: Any) -> Job:
     if found.job_id is None:
         raise QmTypeError(f"a {type(obj).__name__} holds no job: use qx.connect(qmm).job(JOB_ID)")
     return Connection(found.details, found.server).job(found.job_id)
+
+
+def describe(job: Any, attrs: Mapping[str, Any] | None = None, coords: Mapping[str, Any] | None = None,
+             streams: Mapping[str, Any] | None = None, *, replace: bool = False, token: str | None = None,
+             timeout: float | None = None) -> JobMetadata:
+    """Describe an existing job's results from the client side, as a producer's
+    `job_writer.describe` does (docs/metadata.md): `attrs`, `coords` and `streams` are merged
+    into what the server keeps (a None value removes an entry; `replace` starts from nothing).
+
+    Goes through our producer service, so it takes the producer's token where the server asks
+    for one (`token`, else the connection's). `job` is our Job or qm-qua's job object. A server
+    without our service (a QOP) keeps no metadata: `MetadataNotKeptError`, nothing is stored.
+    Returns what the server keeps.
+    """
+    target = as_job(job)
+    change = change_of(attrs, coords, streams, replace)  # checked before any I/O
+    if timeout is not None:
+        check_timeout(timeout)
+    details = target.connection.details
+    if not target.connection.server.is_qm_xarray:
+        raise MetadataNotKeptError(
+            f"the server at {details.target} is not a qm-xarray server (a QOP?) and keeps no metadata; "
+            f"nothing was stored. Keep it on a qm-xarray server in front of the QOP (qm-xarray serve "
+            f"--upstream), or pass dims= and coords= when you open: xr.open_dataset(job, engine='qm', "
+            f"dims=..., coords=...)")
+    store = RemoteStore(details, token=token, timeout=timeout or details.timeout)
+    return store.apply(target.id, change)
 
 
 def _summary_from_results(connection: Connection, job_id: str, timeout: float | None) -> JobSummary:

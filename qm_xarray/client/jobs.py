@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import grpc
 
+from ..metadata import JobMetadata
 from ..wire.pb.qm_xarray.v1 import control_pb2 as pb
 from ..wire.pb.qm_xarray.v1 import control_pb2_grpc as pb_grpc
 from . import retry
@@ -61,13 +62,15 @@ class JobsClient:
         self.details = details
 
     def _call(self, method: str, request: object, response: type[R], what: str,
-              timeout: float | None) -> R:
+              timeout: float | None, unimplemented: R | None = None) -> R:
         call = getattr(pb_grpc.JobsServiceStub(self.details.channel()), method)
         try:  # read-only calls: retried after transient failures, within the deadline
             answer: R = retry.run(lambda left: call(request, timeout=left, metadata=self.details.metadata),
                                   timeout or self.details.timeout, what)
             return answer
         except grpc.RpcError as exc:
+            if unimplemented is not None and exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                return unimplemented  # a server without this call: the answer it stands for
             raise map_rpc_error(exc, what) from None
 
     def server_info(self, timeout: float | None = None) -> ServerInfo:
@@ -78,6 +81,12 @@ class JobsClient:
     def list_jobs(self, timeout: float | None = None) -> list[JobSummary]:
         r = self._call("ListJobs", pb.ListJobsRequest(), pb.ListJobsResponse, "ListJobs", timeout)
         return [JobSummary.from_pb(j) for j in r.jobs]
+
+    def get_metadata(self, job_id: str, timeout: float | None = None) -> JobMetadata:
+        """The job's metadata; empty from a qm-xarray server older than metadata (UNIMPLEMENTED)."""
+        r = self._call("GetMetadata", pb.GetMetadataRequest(job_id=job_id), pb.JobMetadata,
+                       f"GetMetadata of job {job_id!r}", timeout, unimplemented=pb.JobMetadata())
+        return JobMetadata.from_message(r)
 
     def get_job(self, job_id: str, timeout: float | None = None) -> JobSummary:
         r = self._call("GetJob", pb.GetJobRequest(job_id=job_id), pb.JobInfo, f"GetJob of job {job_id!r}",

@@ -2,8 +2,13 @@
 
 - one variable per stream; `save_all` streams get their own item dimension `<stream>_item`, so
   streams of different lengths never misalign; buffer axes are `<stream>_dim_<k>`;
+- the job's stored metadata (metadata.py) names the axes, attaches coordinates with their units
+  and long names, gives variables `units`/`long_name` and the dataset the job's attributes;
 - `dims={"I": ("shot", "freq")}` renames a stream's axes; `coords=` attaches sweep values (checked
   against the sizes; values for a growing item axis may be longer and are cut to the count);
+  both win over the stored ones;
+- streams whose item axes have one name (stored dims, `dims=`, or `align`) are cut to their
+  common length, so that a running job always opens;
 - `align=["I", "Q"]` (or True for all) puts chosen streams on one shared item dimension
   (`item_dim`, default "item"), cut to their common length;
 - `with_timestamps` streams become the value variable plus a `<stream>_timestamp` coordinate
@@ -24,6 +29,7 @@ import xarray as xr
 from xarray.core import indexing
 
 from ..errors import QmKeyError, QmValueError, StreamProcessingDataLossError
+from ..metadata import JobMetadata, StreamMetadata, default_dims
 from .array import StreamArray, StreamSlicer, chunk_items
 from .options import OpenOptions
 from .snapshot import JobSnapshot, StreamSnapshot
@@ -44,42 +50,61 @@ def _aligned(snap: JobSnapshot, opts: OpenOptions) -> list[str]:
     return names
 
 
-def _dims(s: StreamSnapshot, ndim_inner: int, opts: OpenOptions, aligned: bool) -> tuple[str, ...]:
-    default = tuple(f"{s.name}_dim_{k}" for k in range(ndim_inner))
-    if not s.single:
-        default = (opts.item_dim if aligned else f"{s.name}_item", *default)
+def _dims(s: StreamSnapshot, ndim_inner: int, opts: OpenOptions, meta: JobMetadata,
+          aligned: bool) -> tuple[str, ...]:
+    """The stream's dimension names: `dims=` given at open, else the stored ones, else the
+    default ones (`metadata.default_dims`); given or stored, they must name every axis."""
+    default = default_dims(s.name, s.single, ndim_inner, opts.item_dim if aligned else None)
     given = opts.dims.get(s.name)
     if given is None:
-        return default
-    given = (given,) if isinstance(given, str) else tuple(given)
+        given = meta.streams.get(s.name, StreamMetadata()).dims
+        if given is None:
+            return default
+        if len(given) != len(default):  # stored for another layout: the job's own axes win
+            warnings.warn(f"stream {s.name!r}: the stored dims {given} do not fit its {len(default)} "
+                          f"axes; using {default}", RuntimeWarning, stacklevel=5)
+            return default
+        return tuple(given)
     if len(given) != len(default):
         raise QmValueError(
             f"dims for stream {s.name!r}: got {len(given)} names {given}, but the stream has "
             f"{len(default)} axes {default} (item shape {tuple(s.header.shape)} on the server)")
-    return given
+    return tuple(given)
+
+
+def _inner_axes(source: Any) -> int:
+    timestamped = source.dtype.names is not None and "timestamp" in source.dtype.names
+    return len(source.item_shape) + (len(source.dtype["value"].shape) if timestamped else 0)
 
 
 def build_dataset(snap: JobSnapshot, opts: OpenOptions) -> xr.Dataset:
-    """The Dataset of a snapshot: lazy StreamArrays for `save_all`, values for `save` streams."""
+    """The Dataset of a snapshot: lazy StreamArrays for `save_all`, values for `save` streams,
+    described by the job's stored metadata where `opts` does not say otherwise."""
     if snap.has_dataloss:
         message = f"job {snap.job_id!r} reports data loss: some results are missing"
         if opts.on_dataloss == "raise":
             raise StreamProcessingDataLossError(message)
         if opts.on_dataloss == "warn":
             warnings.warn(message, RuntimeWarning, stacklevel=4)
+    meta = snap.metadata
     aligned = _aligned(snap, opts)
     unknown = [n for n in opts.dims if n not in snap.streams]
     if unknown:
         raise QmKeyError(f"dims= names streams {unknown} that the dataset does not have; "
                          f"streams are {list(snap.streams)}")
-    common = min((snap.streams[n].count for n in aligned), default=0)
+    dims_of = {n: _dims(s, _inner_axes(snap.source(n)), opts, meta, n in aligned)
+               for n, s in snap.streams.items()}
+    # streams on one item dimension (aligned, or named so) are cut to their common length
+    sharing: dict[str, list[str]] = {}
+    for n, s in snap.streams.items():
+        if not s.single:
+            sharing.setdefault(dims_of[n][0], []).append(n)
+    counts = {n: min(snap.streams[m].count for m in group) for group in sharing.values() for n in group}
     # one chunk length per item dimension, from whole records (value and timestamp together)
-    chunking = {n: chunk_items(_record_size(snap.source(n)), common if n in aligned else s.count,
-                               opts.chunk_bytes)
-                for n, s in snap.streams.items() if not s.single}
-    if aligned:
-        shared = min(chunking[n] for n in aligned)
-        chunking.update(dict.fromkeys(aligned, shared))
+    chunking = {n: chunk_items(_record_size(snap.source(n)), counts[n], opts.chunk_bytes) for n in counts}
+    for group in sharing.values():
+        shared = min(chunking[n] for n in group)
+        chunking.update(dict.fromkeys(group, shared))
     identity = snap.__dask_tokenize__()
     data_vars: dict[str, xr.Variable] = {}
     coords: dict[str, xr.Variable] = {}
@@ -90,10 +115,8 @@ def build_dataset(snap: JobSnapshot, opts: OpenOptions) -> xr.Dataset:
         source = snap.source(name)
         timestamped = source.dtype.names is not None and "timestamp" in source.dtype.names
         fields = ["value", "timestamp"] if timestamped else [None]
-        count = common if name in aligned else s.count
-        inner = len(source.item_shape) + (len(source.dtype["value"].shape) if timestamped else 0)
-        dims = _dims(s, inner, opts, name in aligned)
-        attrs = _stream_attrs(s)
+        dims = dims_of[name]
+        attrs = {**meta.streams.get(name, StreamMetadata()).attrs, **_stream_attrs(s)}
         for fld in fields:
             if fld == "timestamp" and (opts.timestamps == "drop"
                                        or f"{name}_timestamp" in opts.drop_variables):
@@ -101,11 +124,11 @@ def build_dataset(snap: JobSnapshot, opts: OpenOptions) -> xr.Dataset:
             if s.single:
                 var = _single_variable(s, source, fld, dims[:0] if fld == "timestamp" else dims, attrs)
             else:
-                slicer = StreamSlicer(source, count, fld)
+                slicer = StreamSlicer(source, counts[name], fld)
                 var_dims = dims[:1] if fld == "timestamp" else dims
                 var = xr.Variable(var_dims, indexing.LazilyIndexedArray(StreamArray(slicer, identity)), attrs)
                 var.encoding["preferred_chunks"] = {var_dims[0]: chunking[name]}
-                growing[var_dims[0]] = count
+                growing[var_dims[0]] = counts[name]
             if fld == "timestamp":
                 var.attrs = {"long_name": f"{name} timestamp", "qm_stream": name}
                 target = coords if opts.timestamps == "coord" else data_vars
@@ -114,11 +137,34 @@ def build_dataset(snap: JobSnapshot, opts: OpenOptions) -> xr.Dataset:
                 data_vars[name] = var
     _check_names(data_vars, coords)
     ds = xr.Dataset(data_vars, coords)
+    ds = ds.assign_coords(_stored_coords(ds, meta, opts, growing))
     ds = _attach_coords(ds, opts.coords, growing)
+    ds.attrs.update(meta.attrs)
     ds.attrs.update(_dataset_attrs(snap))
     ds.encoding["source"] = f"qm://{snap.target}/{snap.job_id}"
     ds.encoding["qm_item_dims"] = dict(growing)  # the dimensions that grow with the job
     return ds
+
+
+def _stored_coords(ds: xr.Dataset, meta: JobMetadata, opts: OpenOptions,
+                   growing: dict[str, int]) -> dict[str, xr.Variable]:
+    """The stored coordinates that fit this dataset: along one of its dimensions (not renamed
+    away by `dims=`, not of a stream left out) and not given at open; values for a growing item
+    axis are cut to its count, and a coordinate shorter than its axis is left out (warned)."""
+    out = {}
+    for name, coord in meta.coords.items():
+        if name in opts.coords or name in ds.variables or coord.dim not in ds.sizes:
+            continue
+        size = ds.sizes[coord.dim]
+        values = coord.values
+        if len(values) > size and coord.dim in growing:
+            values = values[:size]  # sweep values for the whole run; the job has produced `size`
+        if len(values) != size:
+            warnings.warn(f"the stored coordinate {name!r} has {len(coord.values)} values but "
+                          f"{coord.dim!r} has {size}; left out", RuntimeWarning, stacklevel=5)
+            continue
+        out[name] = xr.Variable(coord.dim, values, coord.attrs)
+    return out
 
 
 def _record_size(source: Any) -> int:

@@ -4,6 +4,7 @@ that fetch only the new items)."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Hashable, Iterator
 from typing import Any
 
@@ -114,6 +115,4 @@ class _CachedSource:
 def _materialized(snap: JobSnapshot, opts: OpenOptions, cache: dict[str, np.ndarray]) -> xr.Dataset:
     sources = {n: (_CachedSource(snap.source(n), cache[n]) if n in cache else snap.source(n))
                for n in snap.streams}
-    view = JobSnapshot(snap.job_id, snap.target, snap.streams, snap.state, snap.has_dataloss,
-                       snap.errors, snap.taken, snap.snapshot_id, _sources=sources)
-    return build_dataset(view, opts).load()
+    return build_dataset(replace(snap, _sources=sources), opts).load()

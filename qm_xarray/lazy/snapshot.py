@@ -11,7 +11,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,10 @@ from ..client import Header, JobResultApi, SchemaItem, qmqua
 from ..client.assembly import to_array
 from ..client.deadlines import VERY_LONG_TIME, poll
 from ..errors import QmKeyError, QmTypeError, QmValueError
+from ..metadata import JobMetadata
 from ..results import MultipleStreamsFetcher, StreamsManager
 from ..results.postprocess import postprocess_single
-from ..session import Job, as_job, connect
+from ..session import Connection, Job, as_job, connect
 from .source import ServiceSource, StreamSource
 
 __all__ = ["JobSnapshot", "StreamSnapshot", "snapshot", "resolve_job", "default_streams"]
@@ -58,6 +59,7 @@ class JobSnapshot:
     errors: tuple[tuple[int, str, str], ...] = ()
     taken: str = ""          # ISO 8601 time of the snapshot
     snapshot_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    metadata: JobMetadata = field(default_factory=JobMetadata, compare=False)  # axes, units, attrs
     _sources: dict[str, StreamSource] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -145,13 +147,15 @@ def snapshot(job: Any, *, streams: Sequence[str] | None = None, wait: int | str 
         caps = job.connection.capabilities
         service = job.connection.service(job.id)
         known = None
+        metadata = job.metadata(timeout)
     else:
         caps, service = job.server_capabilities, job.results_service
         known = [h.schema_item for h in job.values()]  # read when the manager was built: no RPC
+        metadata = Connection(service.connection_details).job(service.job_id).metadata(timeout)
     multiple = None
     if caps.supports_multiple_streams_fetching and isinstance(service, JobResultApi):
         multiple = MultipleStreamsFetcher(service)
-    return _service_snapshot(service, multiple, streams, wait, timeout, known)
+    return replace(_service_snapshot(service, multiple, streams, wait, timeout, known), metadata=metadata)
 
 
 def _wait_counts(headers_of: Any, names: list[str], wait: int | str, timeout: float, job_id: str) -> None:

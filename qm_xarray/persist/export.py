@@ -110,8 +110,7 @@ def _export(job: Any, out: ExportStore, follow: bool, every: float, timeout: flo
                      if not (v.dims[:1] and v.dims[0] in ds.encoding["qm_item_dims"])]
             _ensure_fixed(out, ds, fixed, compression)
             out.overwrite({n: ds.variables[n].values for n in fixed if n in out.group("r")})
-            out.set_variable_attrs({str(n): {k: v for k, v in var.attrs.items() if k.startswith("qm_")}
-                                    for n, var in ds.variables.items()})
+            out.set_variable_attrs({str(n): dict(var.attrs) for n, var in ds.variables.items()})
             out.set_attrs({**ds.attrs, COMMITTED: dict(committed)})
             result.state, result.counts = ds.attrs["qm_job_state"], dict(committed)
             if ds.attrs["qm_job_state"] != "running":

@@ -8,6 +8,7 @@ import grpc
 
 from .._version import IMPLEMENTATION, __version__
 from ..execution_errors import ERROR
+from ..metadata import JobMetadata, MetadataChange
 from ..streams import StreamSpec
 from ..wire.pb.qm_xarray.v1 import control_pb2 as pb
 from ._rpc import InvalidRequest, client_stream, handlers, rpc, unary
@@ -63,11 +64,16 @@ class JobsService:
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.JobInfo:
         return job_info(self.store.job(request.job_id))
 
+    @rpc
+    def GetMetadata(self, request: pb.GetMetadataRequest, context: grpc.ServicerContext) -> pb.JobMetadata:
+        return self.store.job(request.job_id).metadata.to_message()
+
     def handler(self) -> grpc.GenericRpcHandler:
         return handlers(JOBS_SERVICE, {
             "GetServerInfo": unary(self.GetServerInfo, pb.GetServerInfoRequest),
             "ListJobs": unary(self.ListJobs, pb.ListJobsRequest),
             "GetJob": unary(self.GetJob, pb.GetJobRequest),
+            "GetMetadata": unary(self.GetMetadata, pb.GetMetadataRequest),
         })
 
 
@@ -79,7 +85,9 @@ class ProducerService:
 
     @rpc
     def CreateJob(self, request: pb.CreateJobRequest, context: grpc.ServicerContext) -> pb.JobInfo:
-        writer = self.store.create_job(request.job_id or None, streams=_specs(request.streams))
+        metadata = JobMetadata.from_message(request.metadata) if request.HasField("metadata") else None
+        writer = self.store.create_job(request.job_id or None, streams=_specs(request.streams),
+                                       metadata=metadata)
         return job_info(writer.job)
 
     @rpc
@@ -116,6 +124,11 @@ class ProducerService:
         writer.add_error(e.message, e.code, e.severity or ERROR)  # checks the severity
         return job_info(writer.job)
 
+    @rpc
+    def DescribeJob(self, request: pb.DescribeJobRequest, context: grpc.ServicerContext) -> pb.JobMetadata:
+        writer = self.store.writer(request.job_id)
+        return writer.apply(MetadataChange.from_request(request)).to_message()
+
     def handler(self) -> grpc.GenericRpcHandler:
         return handlers(PRODUCER_SERVICE, {
             "CreateJob": unary(self.CreateJob, pb.CreateJobRequest),
@@ -123,4 +136,5 @@ class ProducerService:
             "AppendItems": client_stream(self.AppendItems, pb.AppendItemsRequest),
             "SetJobState": unary(self.SetJobState, pb.SetJobStateRequest),
             "AddError": unary(self.AddError, pb.AddErrorRequest),
+            "DescribeJob": unary(self.DescribeJob, pb.DescribeJobRequest),
         })

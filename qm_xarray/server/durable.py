@@ -2,7 +2,7 @@
 
     DIR/qm-xarray-store.json              {"format": "qm-xarray-store", "version": 1}
     DIR/lock                              held (flock) by the one process serving the store
-    DIR/jobs/<job id>/job.json            state, data loss, errors, stream declarations
+    DIR/jobs/<job id>/job.json            state, data loss, errors, stream declarations, metadata
     DIR/jobs/<job id>/<stream>.items      save_all streams: raw packed items, append-only
     DIR/jobs/<job id>/<stream>.value      save streams: the current value, replaced atomically
 
@@ -28,6 +28,7 @@ from typing import Any
 
 from ..errors import QmValueError
 from ..execution_errors import ExecutionError
+from ..metadata import JobMetadata
 from ..streams import StreamSpec, declarations
 from .storage import FileItems, FileValue, Items, MemoryItems, MemoryValue, write_atomic
 
@@ -50,6 +51,7 @@ class JobRecord:
     has_dataloss: bool = False
     errors: tuple[ExecutionError, ...] = ()
     streams: tuple[StreamSpec, ...] = ()
+    metadata: JobMetadata = JobMetadata()
 
 
 def open_store(path: Path) -> int:
@@ -103,6 +105,7 @@ def save_record(path: Path, record: JobRecord, sync: bool) -> None:
         "has_dataloss": record.has_dataloss,
         "errors": [asdict(e) for e in record.errors],
         "streams": [asdict(s) for s in record.streams],
+        "metadata": record.metadata.to_json(),
     }
     directory = _job_dir(path, record.id)
     directory.mkdir(parents=True, exist_ok=True)
@@ -121,5 +124,6 @@ def load_records(path: Path) -> list[JobRecord]:
             state=fields["state"], has_dataloss=fields["has_dataloss"],
             errors=tuple(ExecutionError.create(e["message"], e["code"], e["severity"])
                          for e in fields["errors"]),
-            streams=tuple(declarations(fields["streams"]))))
+            streams=tuple(declarations(fields["streams"])),
+            metadata=JobMetadata.from_json(fields.get("metadata"))))
     return records

@@ -16,7 +16,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from ..dtypes import StreamLayout
 from ..errors import JobFinishedError, JobNotFoundError, QmValueError, StreamNotFoundError
 from ..execution_errors import ExecutionError
 from ..limits import MAX_COUNT
+from ..metadata import JobMetadata, MetadataChange, as_change, change_of, stream_change
 from ..streams import DEFAULT_DTYPE, StreamDeclarations, StreamSpec, declarations
 from . import durable
 from .storage import Items, MemoryItems, MemoryValue
@@ -132,6 +133,7 @@ class Job:
         self._state = JobState.RUNNING
         self._dataloss = False
         self._errors: list[ExecutionError] = []
+        self._metadata = JobMetadata()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._version = 0
@@ -146,6 +148,7 @@ class Job:
         job._state = JobState(record.state)
         job._dataloss = record.has_dataloss
         job._errors = list(record.errors)
+        job._metadata = record.metadata
         job.updated = record.updated
         return job
 
@@ -154,7 +157,7 @@ class Job:
         return durable.JobRecord(
             id=self.id, created=self.created, updated=self.updated, state=self._state.value,
             has_dataloss=self._dataloss, errors=tuple(self._errors),
-            streams=tuple(s.spec for s in self._streams.values()))
+            streams=tuple(s.spec for s in self._streams.values()), metadata=self._metadata)
 
     @property
     def streams(self) -> dict[str, Stream]:
@@ -182,6 +185,11 @@ class Job:
     @property
     def has_dataloss(self) -> bool:
         return self._dataloss
+
+    @property
+    def metadata(self) -> JobMetadata:
+        """What the job says of its results: axes, units, names and attributes (metadata.py)."""
+        return self._metadata
 
     @property
     def errors(self) -> list[ExecutionError]:
@@ -217,10 +225,24 @@ class Job:
             self._check_open()
             if spec.name in self._streams:
                 raise QmValueError(f"job {self.id!r} already has a stream named {spec.name!r}")
+            self._metadata.check({**self._specs(), spec.name: spec})  # a new name may clash
             stream = Stream(self, spec)
             self._streams = {**self._streams, spec.name: stream}
         self._changed_metadata()
         return stream
+
+    def _specs(self) -> dict[str, StreamSpec]:
+        return {name: s.spec for name, s in self._streams.items()}
+
+    def _describe(self, change: MetadataChange) -> JobMetadata:
+        """Make `change`, checked against the streams as a whole (refused: nothing changes).
+        Metadata can be changed after the job has ended: it describes results, it adds none."""
+        with self._lock:
+            merged = self._metadata.apply(change)
+            merged.check(self._specs())
+            self._metadata = merged
+        self._changed_metadata()
+        return merged
 
     def _set_state(self, state: JobState) -> None:
         with self._lock:
@@ -264,6 +286,13 @@ class StreamWriter:
         """Append items: an array of shape (n,)+shape, or one item. Returns the new count."""
         return self.stream.append(items)
 
+    def describe(self, dims: Any = None, units: str | None = None, long_name: str | None = None,
+                 coords: Mapping[str, Any] | None = None) -> JobMetadata:
+        """Describe this stream: its dimension names (every axis, the item axis first for a
+        `save_all` stream), the units and long name of its values, and coordinates along its
+        axes (`JobWriter.describe` takes the same). Returns the job's metadata."""
+        return self.stream.job._describe(stream_change(self.name, dims, units, long_name, coords))
+
     def __repr__(self) -> str:
         return f"<StreamWriter {self.stream.job.id}/{self.name} count={self.count}>"
 
@@ -301,6 +330,19 @@ class JobWriter:
 
     def mark_dataloss(self) -> None:
         self.job._mark_dataloss()
+
+    def describe(self, attrs: Mapping[str, Any] | None = None, coords: Mapping[str, Any] | None = None,
+                 streams: Mapping[str, Any] | None = None, replace: bool = False) -> JobMetadata:
+        """Describe the job's results (docs/metadata.md): free `attrs` (JSON values), `coords`
+        (name -> `Coordinate`, 1-D values along the dimension of that name, or `(dim, values,
+        {"units": ..., "long_name": ...})`) and `streams` (name -> {"dims", "units", "long_name"}).
+        Merged into what is kept (a None value removes an entry), or replacing it all with
+        `replace`; checked against the streams as a whole. Returns the job's metadata."""
+        return self.apply(change_of(attrs, coords, streams, replace))
+
+    def apply(self, change: MetadataChange) -> JobMetadata:
+        """Make a metadata change as `describe` builds it (the producer service's seam)."""
+        return self.job._describe(change)
 
     def add_error(self, message: str, code: int = 0, severity: str = "error") -> None:
         """Record an execution error (`severity` "error" or "warning"); the job goes on."""
@@ -357,17 +399,22 @@ class ResultStore:
         if self.path is not None and job.id in self._jobs:
             durable.save_record(self.path, job.record(), self.sync)
 
-    def create_job(self, job_id: str | None = None, streams: StreamDeclarations = ()) -> JobWriter:
+    def create_job(self, job_id: str | None = None, streams: StreamDeclarations = (),
+                   metadata: JobMetadata | Mapping[str, Any] | None = None) -> JobWriter:
         """Create a running job; `job_id` picks its id (else `job-N`).
 
         `streams` declares streams at once (`StreamSpec`s, or dicts of `JobWriter.add_stream`
-        arguments with a "name", or a mapping name -> arguments); all are validated before
-        anything is created, so a bad one leaves no job behind.
+        arguments with a "name", or a mapping name -> arguments), and `metadata` describes them
+        (a `JobMetadata`, or `JobWriter.describe`'s arguments as a dict); all are validated
+        before anything is created, so a bad one leaves no job behind.
         """
         specs = declarations(streams)
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise QmValueError(f"stream names must be unique, got {names}")
+        change = as_change(metadata)
+        described = JobMetadata().apply(change) if change is not None else JobMetadata()
+        described.check({s.name: s for s in specs})
         with self._lock:
             if job_id is None:
                 job_id = next(f"job-{n}" for n in self._ids if f"job-{n}" not in self._jobs)
@@ -380,6 +427,7 @@ class ResultStore:
             job = Job(self, job_id)
             for spec in specs:
                 job._add_stream(spec)
+            job._metadata = described
             self._jobs[job_id] = job
         self._save_job(job)
         return JobWriter(job)

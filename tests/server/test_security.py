@@ -47,7 +47,7 @@ def guarded():
 
 
 def test_every_rpc_is_counted():
-    assert len(RPCS) == 5 + 9 + 3 + 5  # v1, v2 results subset, JobsService, ProducerService
+    assert len(RPCS) == 5 + 9 + 4 + 6  # v1, v2 results subset, JobsService, ProducerService
 
 
 @pytest.mark.parametrize(("path", "method"), RPCS, ids=[p.rsplit(".", 1)[-1] for p, _ in RPCS])

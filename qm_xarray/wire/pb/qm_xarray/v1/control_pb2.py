@@ -26,15 +26,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _qx_pool.POOL.AddSerializedFile(b'\n\x1aqm_xarray/v1/control.proto\x12\x0cqm_xarray.v1\"\x16\n\x14GetServerInfoRequest\"V\n\x15GetServerInfoResponse\x12\x16\n\x0eimplementation\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\"t\n\nStreamSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x05\x12\x0e\n\x06single\x18\x04 \x01(\x08\x12\x12\n\ntimestamps\x18\x05 \x01(\x08\x12\x16\n\x0e\x65xpected_count\x18\x06 \x01(\x05\"C\n\nStreamInfo\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.qm_xarray.v1.StreamSpec\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"A\n\x0e\x45xecutionError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x10\n\x08severity\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xdb\x01\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.qm_xarray.v1.JobState\x12\x14\n\x0chas_dataloss\x18\x03 \x01(\x08\x12,\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x1c.qm_xarray.v1.ExecutionError\x12)\n\x07streams\x18\x05 \x03(\x0b\x32\x18.qm_xarray.v1.StreamInfo\x12\x14\n\x0c\x63reated_unix\x18\x06 \x01(\x01\x12\x14\n\x0cupdated_unix\x18\x07 \x01(\x01\"\x11\n\x0fListJobsRequest\"7\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.qm_xarray.v1.JobInfo\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"M\n\x10\x43reateJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12)\n\x07streams\x18\x02 \x03(\x0b\x32\x18.qm_xarray.v1.StreamSpec\"N\n\x11\x41\x64\x64StreamsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12)\n\x07streams\x18\x02 \x03(\x0b\x32\x18.qm_xarray.v1.StreamSpec\"Q\n\x12\x41ppendItemsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"@\n\x13\x41ppendItemsResponse\x12)\n\x07streams\x18\x01 \x03(\x0b\x32\x18.qm_xarray.v1.StreamInfo\"\xba\x01\n\x12SetJobStateRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12?\n\ntransition\x18\x02 \x01(\x0e\x32+.qm_xarray.v1.SetJobStateRequest.Transition\"S\n\nTransition\x12\x1a\n\x16TRANSITION_UNSPECIFIED\x10\x00\x12\n\n\x06\x46INISH\x10\x01\x12\n\n\x06\x43\x41NCEL\x10\x02\x12\x11\n\rMARK_DATALOSS\x10\x03\"N\n\x0f\x41\x64\x64\x45rrorRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12+\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1c.qm_xarray.v1.ExecutionError*H\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\x08\n\x04\x44ONE\x10\x02\x12\n\n\x06\x43LOSED\x10\x03\x32\xf0\x01\n\x0bJobsService\x12X\n\rGetServerInfo\x12\".qm_xarray.v1.GetServerInfoRequest\x1a#.qm_xarray.v1.GetServerInfoResponse\x12I\n\x08ListJobs\x12\x1d.qm_xarray.v1.ListJobsRequest\x1a\x1e.qm_xarray.v1.ListJobsResponse\x12<\n\x06GetJob\x12\x1b.qm_xarray.v1.GetJobRequest\x1a\x15.qm_xarray.v1.JobInfo2\xfb\x02\n\x0fProducerService\x12\x42\n\tCreateJob\x12\x1e.qm_xarray.v1.CreateJobRequest\x1a\x15.qm_xarray.v1.JobInfo\x12\x44\n\nAddStreams\x12\x1f.qm_xarray.v1.AddStreamsRequest\x1a\x15.qm_xarray.v1.JobInfo\x12T\n\x0b\x41ppendItems\x12 .qm_xarray.v1.AppendItemsRequest\x1a!.qm_xarray.v1.AppendItemsResponse(\x01\x12\x46\n\x0bSetJobState\x12 .qm_xarray.v1.SetJobStateRequest\x1a\x15.qm_xarray.v1.JobInfo\x12@\n\x08\x41\x64\x64\x45rror\x12\x1d.qm_xarray.v1.AddErrorRequest\x1a\x15.qm_xarray.v1.JobInfob\x06proto3')
+DESCRIPTOR = _qx_pool.POOL.AddSerializedFile(b'\n\x1aqm_xarray/v1/control.proto\x12\x0cqm_xarray.v1\"\x16\n\x14GetServerInfoRequest\"V\n\x15GetServerInfoResponse\x12\x16\n\x0eimplementation\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x03 \x03(\t\"t\n\nStreamSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x05\x12\x0e\n\x06single\x18\x04 \x01(\x08\x12\x12\n\ntimestamps\x18\x05 \x01(\x08\x12\x16\n\x0e\x65xpected_count\x18\x06 \x01(\x05\"C\n\nStreamInfo\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.qm_xarray.v1.StreamSpec\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"A\n\x0e\x45xecutionError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x10\n\x08severity\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xdb\x01\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.qm_xarray.v1.JobState\x12\x14\n\x0chas_dataloss\x18\x03 \x01(\x08\x12,\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x1c.qm_xarray.v1.ExecutionError\x12)\n\x07streams\x18\x05 \x03(\x0b\x32\x18.qm_xarray.v1.StreamInfo\x12\x14\n\x0c\x63reated_unix\x18\x06 \x01(\x01\x12\x14\n\x0cupdated_unix\x18\x07 \x01(\x01\"\x11\n\x0fListJobsRequest\"7\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.qm_xarray.v1.JobInfo\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"z\n\x10\x43reateJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12)\n\x07streams\x18\x02 \x03(\x0b\x32\x18.qm_xarray.v1.StreamSpec\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.qm_xarray.v1.JobMetadata\"N\n\x11\x41\x64\x64StreamsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12)\n\x07streams\x18\x02 \x03(\x0b\x32\x18.qm_xarray.v1.StreamSpec\"Q\n\x12\x41ppendItemsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"@\n\x13\x41ppendItemsResponse\x12)\n\x07streams\x18\x01 \x03(\x0b\x32\x18.qm_xarray.v1.StreamInfo\"\xba\x01\n\x12SetJobStateRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12?\n\ntransition\x18\x02 \x01(\x0e\x32+.qm_xarray.v1.SetJobStateRequest.Transition\"S\n\nTransition\x12\x1a\n\x16TRANSITION_UNSPECIFIED\x10\x00\x12\n\n\x06\x46INISH\x10\x01\x12\n\n\x06\x43\x41NCEL\x10\x02\x12\x11\n\rMARK_DATALOSS\x10\x03\"N\n\x0f\x41\x64\x64\x45rrorRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12+\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1c.qm_xarray.v1.ExecutionError\"v\n\nCoordinate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12\r\n\x05units\x18\x06 \x01(\t\x12\x11\n\tlong_name\x18\x07 \x01(\t\"\x15\n\x04\x44ims\x12\r\n\x05names\x18\x01 \x03(\t\"\x86\x01\n\x0eStreamMetadata\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12 \n\x04\x64ims\x18\x02 \x01(\x0b\x32\x12.qm_xarray.v1.Dims\x12\x12\n\x05units\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tlong_name\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\x08\n\x06_unitsB\x0c\n\n_long_name\"\xc9\x01\n\x0bJobMetadata\x12\x33\n\x05\x61ttrs\x18\x01 \x03(\x0b\x32$.qm_xarray.v1.JobMetadata.AttrsEntry\x12(\n\x06\x63oords\x18\x02 \x03(\x0b\x32\x18.qm_xarray.v1.Coordinate\x12-\n\x07streams\x18\x03 \x03(\x0b\x32\x1c.qm_xarray.v1.StreamMetadata\x1a,\n\nAttrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"$\n\x12GetMetadataRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xa7\x01\n\x12\x44\x65scribeJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12+\n\x08metadata\x18\x02 \x01(\x0b\x32\x19.qm_xarray.v1.JobMetadata\x12\x0f\n\x07replace\x18\x03 \x01(\x08\x12\x14\n\x0cremove_attrs\x18\x04 \x03(\t\x12\x15\n\rremove_coords\x18\x05 \x03(\t\x12\x16\n\x0eremove_streams\x18\x06 \x03(\t*H\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\x08\n\x04\x44ONE\x10\x02\x12\n\n\x06\x43LOSED\x10\x03\x32\xbc\x02\n\x0bJobsService\x12X\n\rGetServerInfo\x12\".qm_xarray.v1.GetServerInfoRequest\x1a#.qm_xarray.v1.GetServerInfoResponse\x12I\n\x08ListJobs\x12\x1d.qm_xarray.v1.ListJobsRequest\x1a\x1e.qm_xarray.v1.ListJobsResponse\x12<\n\x06GetJob\x12\x1b.qm_xarray.v1.GetJobRequest\x1a\x15.qm_xarray.v1.JobInfo\x12J\n\x0bGetMetadata\x12 .qm_xarray.v1.GetMetadataRequest\x1a\x19.qm_xarray.v1.JobMetadata2\xc7\x03\n\x0fProducerService\x12\x42\n\tCreateJob\x12\x1e.qm_xarray.v1.CreateJobRequest\x1a\x15.qm_xarray.v1.JobInfo\x12\x44\n\nAddStreams\x12\x1f.qm_xarray.v1.AddStreamsRequest\x1a\x15.qm_xarray.v1.JobInfo\x12T\n\x0b\x41ppendItems\x12 .qm_xarray.v1.AppendItemsRequest\x1a!.qm_xarray.v1.AppendItemsResponse(\x01\x12\x46\n\x0bSetJobState\x12 .qm_xarray.v1.SetJobStateRequest\x1a\x15.qm_xarray.v1.JobInfo\x12@\n\x08\x41\x64\x64\x45rror\x12\x1d.qm_xarray.v1.AddErrorRequest\x1a\x15.qm_xarray.v1.JobInfo\x12J\n\x0b\x44\x65scribeJob\x12 .qm_xarray.v1.DescribeJobRequest\x1a\x19.qm_xarray.v1.JobMetadatab\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qm_xarray.wire.pb.qm_xarray.v1.control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=1318
-  _globals['_JOBSTATE']._serialized_end=1390
+  _globals['_JOBMETADATA_ATTRSENTRY']._loaded_options = None
+  _globals['_JOBMETADATA_ATTRSENTRY']._serialized_options = b'8\001'
+  _globals['_JOBSTATE']._serialized_start=2055
+  _globals['_JOBSTATE']._serialized_end=2127
   _globals['_GETSERVERINFOREQUEST']._serialized_start=44
   _globals['_GETSERVERINFOREQUEST']._serialized_end=66
   _globals['_GETSERVERINFORESPONSE']._serialized_start=68
@@ -54,21 +56,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETJOBREQUEST']._serialized_start=708
   _globals['_GETJOBREQUEST']._serialized_end=739
   _globals['_CREATEJOBREQUEST']._serialized_start=741
-  _globals['_CREATEJOBREQUEST']._serialized_end=818
-  _globals['_ADDSTREAMSREQUEST']._serialized_start=820
-  _globals['_ADDSTREAMSREQUEST']._serialized_end=898
-  _globals['_APPENDITEMSREQUEST']._serialized_start=900
-  _globals['_APPENDITEMSREQUEST']._serialized_end=981
-  _globals['_APPENDITEMSRESPONSE']._serialized_start=983
-  _globals['_APPENDITEMSRESPONSE']._serialized_end=1047
-  _globals['_SETJOBSTATEREQUEST']._serialized_start=1050
-  _globals['_SETJOBSTATEREQUEST']._serialized_end=1236
-  _globals['_SETJOBSTATEREQUEST_TRANSITION']._serialized_start=1153
-  _globals['_SETJOBSTATEREQUEST_TRANSITION']._serialized_end=1236
-  _globals['_ADDERRORREQUEST']._serialized_start=1238
-  _globals['_ADDERRORREQUEST']._serialized_end=1316
-  _globals['_JOBSSERVICE']._serialized_start=1393
-  _globals['_JOBSSERVICE']._serialized_end=1633
-  _globals['_PRODUCERSERVICE']._serialized_start=1636
-  _globals['_PRODUCERSERVICE']._serialized_end=2015
+  _globals['_CREATEJOBREQUEST']._serialized_end=863
+  _globals['_ADDSTREAMSREQUEST']._serialized_start=865
+  _globals['_ADDSTREAMSREQUEST']._serialized_end=943
+  _globals['_APPENDITEMSREQUEST']._serialized_start=945
+  _globals['_APPENDITEMSREQUEST']._serialized_end=1026
+  _globals['_APPENDITEMSRESPONSE']._serialized_start=1028
+  _globals['_APPENDITEMSRESPONSE']._serialized_end=1092
+  _globals['_SETJOBSTATEREQUEST']._serialized_start=1095
+  _globals['_SETJOBSTATEREQUEST']._serialized_end=1281
+  _globals['_SETJOBSTATEREQUEST_TRANSITION']._serialized_start=1198
+  _globals['_SETJOBSTATEREQUEST_TRANSITION']._serialized_end=1281
+  _globals['_ADDERRORREQUEST']._serialized_start=1283
+  _globals['_ADDERRORREQUEST']._serialized_end=1361
+  _globals['_COORDINATE']._serialized_start=1363
+  _globals['_COORDINATE']._serialized_end=1481
+  _globals['_DIMS']._serialized_start=1483
+  _globals['_DIMS']._serialized_end=1504
+  _globals['_STREAMMETADATA']._serialized_start=1507
+  _globals['_STREAMMETADATA']._serialized_end=1641
+  _globals['_JOBMETADATA']._serialized_start=1644
+  _globals['_JOBMETADATA']._serialized_end=1845
+  _globals['_JOBMETADATA_ATTRSENTRY']._serialized_start=1801
+  _globals['_JOBMETADATA_ATTRSENTRY']._serialized_end=1845
+  _globals['_GETMETADATAREQUEST']._serialized_start=1847
+  _globals['_GETMETADATAREQUEST']._serialized_end=1883
+  _globals['_DESCRIBEJOBREQUEST']._serialized_start=1886
+  _globals['_DESCRIBEJOBREQUEST']._serialized_end=2053
+  _globals['_JOBSSERVICE']._serialized_start=2130
+  _globals['_JOBSSERVICE']._serialized_end=2446
+  _globals['_PRODUCERSERVICE']._serialized_start=2449
+  _globals['_PRODUCERSERVICE']._serialized_end=2904
 # @@protoc_insertion_point(module_scope)

@@ -102,12 +102,14 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
-    __slots__ = ("job_id", "streams")
+    __slots__ = ("job_id", "streams", "metadata")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STREAMS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     streams: _containers.RepeatedCompositeFieldContainer[StreamSpec]
-    def __init__(self, job_id: _Optional[str] = ..., streams: _Optional[_Iterable[_Union[StreamSpec, _Mapping]]] = ...) -> None: ...
+    metadata: JobMetadata
+    def __init__(self, job_id: _Optional[str] = ..., streams: _Optional[_Iterable[_Union[StreamSpec, _Mapping]]] = ..., metadata: _Optional[_Union[JobMetadata, _Mapping]] = ...) -> None: ...
 
 class AddStreamsRequest(_message.Message):
     __slots__ = ("job_id", "streams")
@@ -160,3 +162,78 @@ class AddErrorRequest(_message.Message):
     job_id: str
     error: ExecutionError
     def __init__(self, job_id: _Optional[str] = ..., error: _Optional[_Union[ExecutionError, _Mapping]] = ...) -> None: ...
+
+class Coordinate(_message.Message):
+    __slots__ = ("name", "dim", "dtype", "data", "labels", "units", "long_name")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    LONG_NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dim: str
+    dtype: str
+    data: bytes
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    units: str
+    long_name: str
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[str] = ..., dtype: _Optional[str] = ..., data: _Optional[bytes] = ..., labels: _Optional[_Iterable[str]] = ..., units: _Optional[str] = ..., long_name: _Optional[str] = ...) -> None: ...
+
+class Dims(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StreamMetadata(_message.Message):
+    __slots__ = ("stream", "dims", "units", "long_name")
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    LONG_NAME_FIELD_NUMBER: _ClassVar[int]
+    stream: str
+    dims: Dims
+    units: str
+    long_name: str
+    def __init__(self, stream: _Optional[str] = ..., dims: _Optional[_Union[Dims, _Mapping]] = ..., units: _Optional[str] = ..., long_name: _Optional[str] = ...) -> None: ...
+
+class JobMetadata(_message.Message):
+    __slots__ = ("attrs", "coords", "streams")
+    class AttrsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ATTRS_FIELD_NUMBER: _ClassVar[int]
+    COORDS_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    attrs: _containers.ScalarMap[str, str]
+    coords: _containers.RepeatedCompositeFieldContainer[Coordinate]
+    streams: _containers.RepeatedCompositeFieldContainer[StreamMetadata]
+    def __init__(self, attrs: _Optional[_Mapping[str, str]] = ..., coords: _Optional[_Iterable[_Union[Coordinate, _Mapping]]] = ..., streams: _Optional[_Iterable[_Union[StreamMetadata, _Mapping]]] = ...) -> None: ...
+
+class GetMetadataRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class DescribeJobRequest(_message.Message):
+    __slots__ = ("job_id", "metadata", "replace", "remove_attrs", "remove_coords", "remove_streams")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_ATTRS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_COORDS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    metadata: JobMetadata
+    replace: bool
+    remove_attrs: _containers.RepeatedScalarFieldContainer[str]
+    remove_coords: _containers.RepeatedScalarFieldContainer[str]
+    remove_streams: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., metadata: _Optional[_Union[JobMetadata, _Mapping]] = ..., replace: _Optional[bool] = ..., remove_attrs: _Optional[_Iterable[str]] = ..., remove_coords: _Optional[_Iterable[str]] = ..., remove_streams: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -50,6 +50,11 @@ class JobsServiceStub:
                 request_serializer=qm__xarray_dot_v1_dot_control__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=qm__xarray_dot_v1_dot_control__pb2.JobInfo.FromString,
                 _registered_method=True)
+        self.GetMetadata = channel.unary_unary(
+                '/qm_xarray.v1.JobsService/GetMetadata',
+                request_serializer=qm__xarray_dot_v1_dot_control__pb2.GetMetadataRequest.SerializeToString,
+                response_deserializer=qm__xarray_dot_v1_dot_control__pb2.JobMetadata.FromString,
+                _registered_method=True)
 
 
 class JobsServiceServicer:
@@ -74,6 +79,13 @@ class JobsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMetadata(self, request, context):
+        """What a job says of its results: sweep axes, units, names, free attributes (may be empty).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +103,11 @@ def add_JobsServiceServicer_to_server(servicer, server):
                     servicer.GetJob,
                     request_deserializer=qm__xarray_dot_v1_dot_control__pb2.GetJobRequest.FromString,
                     response_serializer=qm__xarray_dot_v1_dot_control__pb2.JobInfo.SerializeToString,
+            ),
+            'GetMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetadata,
+                    request_deserializer=qm__xarray_dot_v1_dot_control__pb2.GetMetadataRequest.FromString,
+                    response_serializer=qm__xarray_dot_v1_dot_control__pb2.JobMetadata.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -184,6 +201,33 @@ class JobsService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def GetMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qm_xarray.v1.JobsService/GetMetadata',
+            qm__xarray_dot_v1_dot_control__pb2.GetMetadataRequest.SerializeToString,
+            qm__xarray_dot_v1_dot_control__pb2.JobMetadata.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ProducerServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -218,6 +262,11 @@ class ProducerServiceStub:
                 '/qm_xarray.v1.ProducerService/AddError',
                 request_serializer=qm__xarray_dot_v1_dot_control__pb2.AddErrorRequest.SerializeToString,
                 response_deserializer=qm__xarray_dot_v1_dot_control__pb2.JobInfo.FromString,
+                _registered_method=True)
+        self.DescribeJob = channel.unary_unary(
+                '/qm_xarray.v1.ProducerService/DescribeJob',
+                request_serializer=qm__xarray_dot_v1_dot_control__pb2.DescribeJobRequest.SerializeToString,
+                response_deserializer=qm__xarray_dot_v1_dot_control__pb2.JobMetadata.FromString,
                 _registered_method=True)
 
 
@@ -256,6 +305,14 @@ class ProducerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeJob(self, request, context):
+        """Change a job's metadata (merged into what is kept, or replacing it); answers what is kept.
+        Checked against the job's streams as a whole: a refused change changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProducerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -283,6 +340,11 @@ def add_ProducerServiceServicer_to_server(servicer, server):
                     servicer.AddError,
                     request_deserializer=qm__xarray_dot_v1_dot_control__pb2.AddErrorRequest.FromString,
                     response_serializer=qm__xarray_dot_v1_dot_control__pb2.JobInfo.SerializeToString,
+            ),
+            'DescribeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeJob,
+                    request_deserializer=qm__xarray_dot_v1_dot_control__pb2.DescribeJobRequest.FromString,
+                    response_serializer=qm__xarray_dot_v1_dot_control__pb2.JobMetadata.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -420,6 +482,33 @@ class ProducerService:
             '/qm_xarray.v1.ProducerService/AddError',
             qm__xarray_dot_v1_dot_control__pb2.AddErrorRequest.SerializeToString,
             qm__xarray_dot_v1_dot_control__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qm_xarray.v1.ProducerService/DescribeJob',
+            qm__xarray_dot_v1_dot_control__pb2.DescribeJobRequest.SerializeToString,
+            qm__xarray_dot_v1_dot_control__pb2.JobMetadata.FromString,
             options,
             channel_credentials,
             insecure,
