@@ -118,7 +118,7 @@ def test_deterministic_whatever_the_batching(store: qx.ResultStore) -> None:
 
 def test_rate_paces_the_run(store: qx.ResultStore) -> None:
     start = time.monotonic()
-    sim, job = _run(store, "sweep_2d", rate=40.0)  # 10 iterations at 40/s
+    _, job = _run(store, "sweep_2d", rate=40.0)  # 10 iterations at 40/s
     assert time.monotonic() - start >= 0.2  # paced: 10 iterations at 40/s take 0.25 s or more
     assert job.stream("I").count == 10
 

@@ -27,9 +27,9 @@ from ..session import Connection
 from ..simulator import EXPERIMENTS, Simulation
 from .common import UsageError, open_store
 from .display import format_table, job_flags, job_fraction, stream_counts
-from .simulate import add_run_options, simulation
+from .simulate import add_run_options, experiments_help, simulation
 
-__all__ = ["add_parser", "cmd_demo", "Demo", "DEMO_STEPS"]
+__all__ = ["DEMO_STEPS", "Demo", "add_parser", "cmd_demo"]
 
 POLL_SECONDS = 0.1       # one GetJob per poll
 PRINT_SECONDS = 0.5      # without a TTY: one progress line per this interval
@@ -38,7 +38,8 @@ TRANCHES = 4             # the run is released in this many parts, each once sho
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="the tour: embedded server, simulated experiment, live progress, "
-                                    "lazy dataset, followed zarr export, plot, check")
+                                    "lazy dataset, followed zarr export, plot, check",
+                       epilog=experiments_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", default="rabi", help=f"one of: {', '.join(EXPERIMENTS)} (default rabi)")
     p.add_argument("--quiet", action="store_true", help="no progress lines or bar")
     p.add_argument("--timeout", type=float, default=60.0, help="give up if the job runs longer (s)")

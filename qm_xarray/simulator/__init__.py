@@ -8,5 +8,5 @@ from .base import Experiment, StreamDecl
 from .experiments import EXPERIMENT_CLASSES, EXPERIMENTS, AdcTrace, PowerRabi, SingleShot, Sweep2D
 from .runner import Simulation, simulate
 
-__all__ = ["EXPERIMENTS", "EXPERIMENT_CLASSES", "AdcTrace", "Experiment", "PowerRabi", "SingleShot",
-           "Simulation", "StreamDecl", "Sweep2D", "simulate"]
+__all__ = ["EXPERIMENTS", "EXPERIMENT_CLASSES", "AdcTrace", "Experiment", "PowerRabi", "Simulation",
+           "SingleShot", "StreamDecl", "Sweep2D", "simulate"]

@@ -3,28 +3,45 @@
 A *step* is the unit of progress that `rate` counts (an averaging iteration, a shot, an
 acquisition). Data are generated in fixed blocks of steps, each from its own seeded generator, so
 the values are the same whatever the batching (and so whatever the rate or timing) of a run.
+
+An experiment also describes its results (`metadata()`: the keyword arguments of
+`job_w.describe(...)`): the names of every axis, the sweep values along them with units and long
+names, the units and long names of every stream, and the run's attributes (experiment name,
+parameters, producer). Its parameters are the keyword arguments of its `__init__`
+(`parameters()`: names and defaults, read from the signature, the one list of them).
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
+from ..limits import MAX_METADATA_BYTES
 from ..streams import StreamSpec
 
-__all__ = ["Experiment", "StreamDecl"]
+__all__ = ["COORDS_BUDGET", "PRODUCER", "Experiment", "StreamDecl"]
 
 StreamDecl = StreamSpec  # one stream an experiment writes (`decl.declare(job)` declares it)
+PRODUCER = "qm-xarray simulator"  # the job attribute "producer" of every simulated job
+# the bytes of coordinate values a description may hold: the rest of the server's limit on a
+# job's metadata is left to the stream descriptions, attributes and the encoding; a coordinate
+# that would not fit (a very long run or buffer) is left out, its axis still named
+COORDS_BUDGET = MAX_METADATA_BYTES // 2
 
 
 class Experiment(ABC):
     """Base of the simulated experiments.
 
-    Subclasses set `name`, `description`, `unit` and `default_rate`, take their sizes as keyword
-    arguments, and implement `streams()`, `_generate()` (raw per-step data of one block) and
-    `_items()` (what to append for a range of steps, e.g. running averages).
+    Subclasses set `name`, `description`, `unit` and `default_rate`, take their parameters as
+    keyword arguments with defaults (each kept as the attribute of the same name), and implement
+    `streams()`, `_generate()` (raw per-step data of one block), `_items()` (what to append for a
+    range of steps, e.g. running averages) and `_describe()` (coordinates and stream descriptions).
+    `parameter_units` gives the units of the parameters that have one (shown by `--help`).
     """
 
     name: ClassVar[str]
@@ -32,6 +49,15 @@ class Experiment(ABC):
     unit: ClassVar[str] = "iterations"
     default_rate: ClassVar[float] = 100.0
     block_steps: ClassVar[int] = 64
+    parameter_units: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def parameters(cls) -> dict[str, Any]:
+        """The experiment's parameters and their defaults, from `__init__`'s signature (the seed,
+        an option of every run, excluded)."""
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return {name: p.default for name, p in inspect.signature(cls).parameters.items()
+                if name != "seed" and p.kind in kinds}
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = int(seed)
@@ -55,6 +81,31 @@ class Experiment(ABC):
     @abstractmethod
     def _items(self, raw: dict[str, np.ndarray], start: int, stop: int) -> dict[str, Any]:
         """Items to append, by stream name, after steps `[start, stop)` with their raw data."""
+
+    def parameter_values(self) -> dict[str, Any]:
+        """The values of this run's parameters (the seed first), as plain Python numbers."""
+        values = {"seed": self.seed, **{name: getattr(self, name) for name in self.parameters()}}
+        return {name: v.item() if isinstance(v, np.generic) else v for name, v in values.items()}
+
+    @abstractmethod
+    def _describe(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """Coordinates (name -> `(dim, values, {"units", "long_name"})`) and stream descriptions
+        (stream -> `{"dims", "units", "long_name"}`) of this run."""
+
+    def metadata(self) -> dict[str, Any]:
+        """What the job's results are, as the keyword arguments of `job_w.describe(...)`:
+        `attrs` (experiment, description, parameters as JSON, producer), `coords` and `streams`."""
+        coords, streams = self._describe()
+        attrs = {"experiment": self.name, "description": self.description,
+                 "parameters": json.dumps(self.parameter_values()), "producer": PRODUCER}
+        # leave out the largest coordinates until the rest fits the budget
+        kept, used = {}, 0
+        for name, spec in sorted(coords.items(), key=lambda kv: np.asarray(kv[1][1]).nbytes):
+            size = np.asarray(spec[1]).nbytes
+            if used + size <= COORDS_BUDGET:
+                kept[name], used = spec, used + size
+        return {"attrs": attrs, "coords": {name: kept[name] for name in coords if name in kept},
+                "streams": streams}
 
     @property
     def step_bytes(self) -> int:

@@ -2,11 +2,13 @@
 
 The producer is anything with `create_job(job_id=None)` returning a job writer (`ResultStore` in
 process, `RemoteStore` over gRPC); an address string or `ConnectionDetails` means a `RemoteStore`.
+The job is described (`job_w.describe(**experiment.metadata())`: axes, sweep values, units, run
+attributes) once its streams are declared, before any item is written.
 """
 
 from __future__ import annotations
 
-import inspect
+import contextlib
 import math
 import threading
 import time
@@ -33,7 +35,7 @@ def _experiment(experiment: str | Experiment, seed: int, params: dict[str, Any])
     cls = EXPERIMENT_CLASSES.get(experiment) if isinstance(experiment, str) else None
     if cls is None:
         raise QmValueError(f"unknown experiment {experiment!r}; choose one of {sorted(EXPERIMENT_CLASSES)}")
-    options = [p for p in inspect.signature(cls).parameters if p != "seed"]
+    options = list(cls.parameters())
     unknown = sorted(set(params) - set(options))
     if unknown:
         raise QmTypeError(f"experiment {experiment!r} has no option {', '.join(unknown)}; "
@@ -109,7 +111,7 @@ class Simulation:
         return {"error": "failed", "cancel": "cancelled"}[ends[0]] if ends else "done"
 
     def _step_at(self, fraction: float) -> int:
-        return min(self.experiment.n_steps, int(round(fraction * self.experiment.n_steps)))
+        return min(self.experiment.n_steps, round(fraction * self.experiment.n_steps))
 
     def _open(self) -> None:
         if self.state != "pending":
@@ -120,10 +122,18 @@ class Simulation:
             self.job = self.producer.create_job(job_id) if job_id else self.producer.create_job()
             for decl in self.experiment.streams():
                 self._writers[decl.name] = decl.declare(self.job)
+            self.job.describe(**self.experiment.metadata())
         except BaseException as exc:
             self.state, self.exception = "crashed", exc
+            self._cancel_quietly()
             self._ended.set()
             raise
+
+    def _cancel_quietly(self) -> None:
+        """Best effort: a crashed producer leaves no job running."""
+        if self.job is not None:
+            with contextlib.suppress(Exception):
+                self.job.cancel()
 
     def run(self) -> str:
         """Create the job, write every step at `rate`, end the job; returns the final state."""
@@ -166,10 +176,7 @@ class Simulation:
             self.state = self._loop()
         except BaseException as exc:  # noqa: BLE001 - kept for join()/run() to re-raise
             self.state, self.exception = "crashed", exc
-            try:
-                self.job.cancel()  # best effort: a crashed producer leaves no job running
-            except Exception:  # noqa: BLE001
-                pass
+            self._cancel_quietly()
         finally:
             self._ended.set()
 
