@@ -369,7 +369,7 @@ class JobMetadata:
     @staticmethod
     def from_message(m: pb.JobMetadata) -> JobMetadata:
         attrs = {}
-        for key, text in m.attrs.items():
+        for key, text in sorted(m.attrs.items()):  # a protobuf map has no order: sorted, as everywhere
             try:
                 attrs[_attr_key(key)] = _attr_value(json.loads(text), key)
             except json.JSONDecodeError:

@@ -233,9 +233,9 @@ def describe(job: Any, attrs: Mapping[str, Any] | None = None, coords: Mapping[s
     if not target.connection.server.is_qm_xarray:
         raise MetadataNotKeptError(
             f"the server at {details.target} is not a qm-xarray server (a QOP?) and keeps no metadata; "
-            f"nothing was stored. Keep it on a qm-xarray server in front of the QOP (qm-xarray serve "
-            f"--upstream), or pass dims= and coords= when you open: xr.open_dataset(job, engine='qm', "
-            f"dims=..., coords=...)")
+            f"nothing was stored. Keep it with a copy of the job on a qm-xarray server (qx.serve), or "
+            f"pass dims= and coords= when you open: xr.open_dataset(job, engine='qm', dims=..., "
+            f"coords=...)")
     store = RemoteStore(details, token=token, timeout=timeout or details.timeout)
     return store.apply(target.id, change)
 

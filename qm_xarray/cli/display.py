@@ -9,12 +9,19 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+import xarray as xr
+
 from ..client.jobs import JobSummary
 from ..errors import QmValueError
+from ..metadata import JobMetadata, StreamMetadata, default_dims
 from .common import open_store
 
 __all__ = ["job_fraction", "job_flags", "stream_counts", "format_table", "table", "time_text",
-           "job_json", "store_json", "flags", "progress_text", "outcome"]
+           "job_json", "store_json", "flags", "progress_text", "outcome", "metadata_json",
+           "dataset_metadata_json", "format_metadata"]
+
+ATTR_CHARS = 60  # an attribute's value in `info`: longer ones (a program's text) are cut
 
 
 def job_fraction(job: JobSummary) -> tuple[int, int]:
@@ -132,3 +139,54 @@ def progress_text(info: dict[str, Any]) -> str:
         return "-"
     done, total = info["count"], info["expected"]
     return f"{done}/{total}" + (f" ({100 * done / total:.0f}%)" if total else "")
+
+
+def _coordinate_json(dim: str, values: np.ndarray, units: str, long_name: str) -> dict[str, Any]:
+    values = np.asarray(values)
+    ends = values[[0, -1]].tolist() if values.size else []
+    return {"dim": dim, "size": int(values.size), "first": ends[0] if ends else None,
+            "last": ends[-1] if ends else None, "units": units, "long_name": long_name}
+
+
+def metadata_json(meta: JobMetadata, job: JobSummary) -> dict[str, Any]:
+    """What `info` shows of a job's metadata: per stream its dims, units and long name, the
+    coordinates (size, ends, units) and the job's attributes."""
+    streams = {}
+    for s in job.streams:
+        described = meta.streams.get(s.name, StreamMetadata())
+        dims = described.dims if described.dims is not None else default_dims(s.name, s.single, len(s.shape))
+        streams[s.name] = {"dims": list(dims), "units": described.units or "",
+                           "long_name": described.long_name or ""}
+    return {"streams": streams, "attrs": dict(meta.attrs),
+            "coords": {n: _coordinate_json(c.dim, c.values, c.units, c.long_name) for n, c in meta.coords.items()}}
+
+
+def dataset_metadata_json(ds: xr.Dataset) -> dict[str, Any]:
+    """The same, read back from a dataset (an exported store): its variables' dims and CF attributes."""
+    streams = {str(n): {"dims": [str(d) for d in v.dims], "units": str(v.attrs.get("units", "")),
+                        "long_name": str(v.attrs.get("long_name", ""))} for n, v in ds.data_vars.items()}
+    coords = {str(n): _coordinate_json(str(c.dims[0]), c.values, str(c.attrs.get("units", "")),
+                                       str(c.attrs.get("long_name", "")))
+              for n, c in ds.coords.items() if c.ndim == 1 and not str(n).endswith("_timestamp")}
+    attrs = {str(k): v for k, v in ds.attrs.items() if not str(k).startswith("qm_")}
+    return {"streams": streams, "attrs": attrs, "coords": coords}
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    text = " ".join(text.split())
+    return text if len(text) <= ATTR_CHARS else text[:ATTR_CHARS - 3] + "..."
+
+
+def format_metadata(meta: dict[str, Any]) -> str:
+    """The coordinates and attributes sections of `info` ("" when there are none)."""
+    parts = []
+    if meta["coords"]:
+        rows = [("coordinate", "along", "values", "units", "long name")]
+        for name, c in meta["coords"].items():
+            span = f"{c['size']}: {c['first']} .. {c['last']}" if c["size"] else "0"
+            rows.append((name, c["dim"], span, c["units"], c["long_name"]))
+        parts.append(table(rows))
+    if meta["attrs"]:
+        parts.append("attributes:\n" + "\n".join(f"  {k}: {_short(v)}" for k, v in meta["attrs"].items()))
+    return "\n\n".join(parts)

@@ -123,6 +123,7 @@ def _export(job: Any, out: ExportStore, follow: bool, every: float, timeout: flo
                 raise QMTimeoutError(f"job {job_id!r} was still running after {timeout} s of export")
             time.sleep(every if deadline is None else max(0.0, min(every, deadline - time.monotonic())))
             ds = _open(job, options)
+            _check_layout(out, ds)  # a description changed the dims while exporting
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
@@ -194,8 +195,9 @@ def _check_layout(out: ExportStore, ds: xr.Dataset) -> None:
     differ = [f"{n}: {stored[str(n)]} in the store, {v.dims} now" for n, v in ds.variables.items()
               if str(n) in stored and tuple(stored[str(n)]) != tuple(map(str, v.dims))]
     if differ:
-        raise NotOurStoreError(f"{out.path} was exported with other options ({'; '.join(differ[:3])}); "
-                               "resume with the same options, or export to a new store")
+        raise NotOurStoreError(f"{out.path} was exported with other dims ({'; '.join(differ[:3])}): other "
+                               "options, or the job's description changed; resume with the same "
+                               "options, or export to a new store")
 
 
 def _item_chunks(ds: xr.Dataset) -> dict[str, int]:

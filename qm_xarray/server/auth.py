@@ -1,7 +1,8 @@
 """Token checks on every RPC: `authorization: Bearer <token>` metadata, compared in constant time.
 
 One token guards every service; the producer service can require its own token instead (so
-readers cannot write), and that token may also list and look up jobs (so a producer can resume). This is the header the reference client sends when given a token.
+readers cannot write), and that token may also list and look up jobs (so a producer can resume).
+A job's metadata is read as its results are: with only a producer token set, it needs none. This is the header the reference client sends when given a token.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = ["TokenInterceptor"]
 
 PRODUCER_PREFIX = "/qm_xarray.v1.ProducerService/"
 JOBS_PREFIX = "/qm_xarray.v1.JobsService/"
+READS = (JOBS_PREFIX + "GetMetadata",)  # part of reading a job (the engine asks it), not of listing
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -46,6 +48,8 @@ class TokenInterceptor(ServerInterceptor):
         if method.startswith(PRODUCER_PREFIX) and self._producer is not None:
             return (self._producer,)
         allowed = tuple(t for t in (self._token,) if t is not None)
+        if method in READS and not allowed:
+            return ()  # what a reader opens with: guarded as the results services are
         if method.startswith(JOBS_PREFIX) and self._producer is not None:
             allowed += (self._producer,)  # a producer may look up the jobs it resumes
         return allowed

@@ -125,3 +125,13 @@ def test_metadata_is_not_in_job_listings(store):
     with embedded_server(store) as srv:
         summary = qx.connect(srv.address).job("a").summary()
         assert "amplitude" not in json.dumps([s.__dict__ for s in summary.streams])
+
+
+def test_with_only_a_producer_token_readers_get_metadata_without_one(store):
+    """Metadata is part of reading a job: guarded like the results, not like the producer side."""
+    store.create_job("a", streams=STREAMS, metadata=RABI)
+    with embedded_server(store, producer_token="writer") as srv:
+        job = qx.connect(srv.address).job("a")
+        assert job.metadata() == EXPECTED
+        with pytest.raises(AuthenticationError):
+            job.describe(attrs={"user": "eve"})
