@@ -69,7 +69,7 @@ def watch(job: Any, every: float = 1.0, *, timeout: float | None = None, **optio
 
 def _watch(job: Any, every: float, timeout: float | None, opts: OpenOptions) -> Iterator[xr.Dataset]:
     streams = opts.streams
-    cache: dict[str, np.ndarray] = {}
+    cache: dict[str, _Fetched] = {}
     deadline = None if timeout is None else time.monotonic() + timeout
     last_counts: dict[str, int] | None = None
     while True:
@@ -85,17 +85,39 @@ def _watch(job: Any, every: float, timeout: float | None, opts: OpenOptions) -> 
         time.sleep(every)
 
 
-def _extend(snap: JobSnapshot, cache: dict[str, np.ndarray]) -> None:
+class _Fetched:
+    """The items of one stream fetched so far, in a buffer that doubles when full: a round
+    copies only its new items (no concatenation of everything each round). Items already
+    handed out are never written again: a round writes past them."""
+
+    def __init__(self, first: np.ndarray):
+        self._buffer = first
+        self.count = len(first)
+
+    def extend(self, new: np.ndarray) -> None:
+        need = self.count + len(new)
+        if need > len(self._buffer):
+            grown = np.empty((max(need, 2 * len(self._buffer)), *self._buffer.shape[1:]), self._buffer.dtype)
+            grown[:self.count] = self._buffer[:self.count]
+            self._buffer = grown
+        self._buffer[self.count:need] = new
+        self.count = need
+
+    @property
+    def items(self) -> np.ndarray:
+        return self._buffer[:self.count]
+
+
+def _extend(snap: JobSnapshot, cache: dict[str, _Fetched]) -> None:
     for name, s in snap.streams.items():
         if s.single:
             continue
         have = cache.get(name)
-        start = 0 if have is None else len(have)
-        if s.count > start:
-            new = snap.source(name).read(start, s.count)
-            cache[name] = new if have is None else np.concatenate([have, new])
-        elif have is None:
-            cache[name] = snap.source(name).read(0, 0)
+        start = 0 if have is None else have.count
+        if have is None:
+            cache[name] = _Fetched(snap.source(name).read(0, s.count))
+        elif s.count > start:
+            have.extend(snap.source(name).read(start, s.count))
 
 
 class _CachedSource:
@@ -112,7 +134,7 @@ class _CachedSource:
         return ("qm_xarray.watch", self.source.token(), len(self.data))
 
 
-def _materialized(snap: JobSnapshot, opts: OpenOptions, cache: dict[str, np.ndarray]) -> xr.Dataset:
-    sources = {n: (_CachedSource(snap.source(n), cache[n]) if n in cache else snap.source(n))
+def _materialized(snap: JobSnapshot, opts: OpenOptions, cache: dict[str, _Fetched]) -> xr.Dataset:
+    sources = {n: (_CachedSource(snap.source(n), cache[n].items) if n in cache else snap.source(n))
                for n in snap.streams}
     return build_dataset(replace(snap, _sources=sources), opts).load()

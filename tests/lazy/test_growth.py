@@ -185,6 +185,23 @@ def test_watch_yields_growing_datasets_and_fetches_each_item_once(recorded):
         assert sum(b - a for a, b in spans) == total and spans[0][0] == 0, (name, spans)
 
 
+def test_watch_never_changes_a_dataset_it_has_yielded(recorded):
+    """Rounds write new items past those handed out (into a buffer that grows): old frames stay."""
+    writer = recorded.store.create_job(f"frames-{time.monotonic_ns()}", streams=[{"name": "I"}])
+    writer.stream("I").append(np.arange(3.0))
+    frames = []
+    for ds in qx.watch(recorded.job(writer.id), every=0.01, timeout=30):
+        frames.append((ds, ds.I.values.copy()))
+        if len(frames) < 5:
+            writer.stream("I").append(-np.arange(len(frames) * 7.0))
+        elif len(frames) == 5:
+            writer.finish()
+    assert len(frames) >= 5
+    for ds, values in frames:
+        np.testing.assert_array_equal(ds.I.values, values)
+    np.testing.assert_array_equal(frames[-1][0].I.values, recorded.store.job(writer.id).stream("I").read_array())
+
+
 def test_watch_of_a_finished_job_yields_once(recorded):
     job, written = make_job(recorded.store, counts=12, kinds={"I": KINDS["I"]}, seed=17)
     out = list(qx.watch(recorded.job(job.id), every=0.01))
