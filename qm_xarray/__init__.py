@@ -51,6 +51,8 @@ __all__ = [
     "StreamsManager",
     # lazy
     "JobSnapshot", "open_dataset", "refresh", "snapshot", "to_dask", "watch",
+    # plots
+    "live_plot",
     # persistence
     "export_zarr",
     # server, producer, simulator
@@ -67,6 +69,7 @@ _LAZY = {
     ".metadata": ("Coordinate", "JobMetadata", "StreamMetadata"),
     ".lazy": ("JobSnapshot", "open_dataset", "refresh", "snapshot", "to_dask", "watch"),
     ".persist": ("export_zarr",),
+    ".live_plotting": ("live_plot",),
     ".producer": ("RemoteStore",),
     ".results": ("BaseSingleStreamFetcher", "SingleStreamMultipleResultFetcher",
                  "SingleStreamSingleResultFetcher", "StreamsManager"),
@@ -97,6 +100,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .lazy import snapshot as snapshot
     from .lazy import to_dask as to_dask
     from .lazy import watch as watch
+    from .live_plotting import live_plot as live_plot
     from .persist import export_zarr as export_zarr
     from .producer import RemoteStore as RemoteStore
     from .results import BaseSingleStreamFetcher as BaseSingleStreamFetcher

@@ -124,7 +124,7 @@ def test_demo_is_the_tour(tmp_path: Path) -> None:
              f"[3] exporting job job-1 to {tmp_path / 'job-1.zarr'} while it runs",
              "[4] watching job job-1 over gRPC", "[5] job job-1: done",
              '[6] lazy dataset: xr.open_dataset(job, engine="qm")',
-             "[7] export followed the job in", "[8] plot of the store (line: I_all, mean over 200 items)",
+             "[7] export followed the job in", "[8] plot of the store (line: I and Q)",
              "[9] check: xr.testing.assert_equal(xr.open_zarr(store), live) passed"]
     positions = [out.index(step) for step in steps]
     assert positions == sorted(positions)
@@ -137,13 +137,13 @@ def test_demo_is_the_tour(tmp_path: Path) -> None:
     rows = {line.split()[0]: line.split() for line in table[1:6]}
     assert rows["I_all"][1:4] == ["<f8", "(50,)", "200/200"] and rows["I_all"][4] == "complete"
     assert rows["iteration"][1:4] == ["<i8", "()", "1/1"]
-    assert "<xarray.Dataset>" in out and "I_all      (I_all_item, I_all_dim_0) float64" in out
-    assert re.search(r"I_all_item 200, Q_all_item 200 items; state done, complete", out)
+    assert "<xarray.Dataset>" in out and "I_all      (repetition, amplitude) float64" in out
+    assert re.search(r"repetition 200 items; state done, complete", out)
     store, png = demo_files(out)
     assert store == tmp_path / "job-1.zarr" and png == tmp_path / "job-1.png"
     assert (store / "zarr.json").is_file() and png_size(png) == (800, 600)
     stored = xr.open_zarr(store)
-    assert stored.attrs["qm_job_state"] == "done" and stored.sizes["I_all_item"] == 200
+    assert stored.attrs["qm_job_state"] == "done" and stored.sizes["repetition"] == 200
     assert result.stderr == ""
 
 
@@ -158,10 +158,10 @@ def test_demo_quiet_with_faults_into_a_fresh_directory() -> None:
         assert "job job-1: closed (DATA LOSS; error 1: simulated execution error" in result.stdout
         assert re.search(r"adc\s+<i2 \+ts\s+\(1000,\)\s+20/40\s+incomplete", result.stdout)
         assert "state closed, complete" in result.stdout and "passed" in result.stdout
-        assert "(line: adc, mean over 20 items)" in result.stdout
+        assert "(trace: adc, 5 of 20 traces and their mean)" in result.stdout
         assert store.parent == png.parent and store.parent.name.startswith("qm-xarray-demo-")
         stored = xr.open_zarr(store)
-        assert stored.attrs["qm_has_dataloss"] == 1 and stored.sizes["adc_item"] == 20
+        assert stored.attrs["qm_has_dataloss"] == 1 and stored.sizes["acquisition"] == 20
         assert "simulated execution error" in stored.attrs["qm_execution_errors"]
         assert png_size(png) == (800, 600)
     finally:
@@ -327,8 +327,9 @@ def test_jobs_and_info(filled: Server, capsys: pytest.CaptureFixture[str]) -> No
     assert out.startswith(f"job lossy ({a}): failed (DATA LOSS; error 7: boom)\n")
     assert "data loss: yes" in out and "execution errors: error 7: boom" in out
     table = out[out.index("stream "):].splitlines()
-    assert table[0].split() == ["stream", "mode", "dtype", "shape", "count/expected"]
-    assert table[1].split() == ["I", "save_all", "<f8", "()", "4/4"]
+    assert table[0].split() == ["stream", "mode", "dtype", "shape", "count/expected", "dims", "units", "long",
+                                "name"]
+    assert table[1].split() == ["I", "save_all", "<f8", "()", "4/4", "I_item"]  # undescribed: default dims
     assert table[2].split() == ["avg", "save", "<f8", "()", "1/1"]
 
     code, out, err = run_main(capsys, "jobs", "--address", a, "--json")
@@ -360,7 +361,7 @@ def test_export_then_plot_and_describe_the_store(filled: Server, tmp_path: Path,
     assert exported.returncode == 0 and exported.stderr == "", exported
     result = json.loads(exported.stdout)
     assert result["complete"] and result["state"] == "done" and result["path"] == str(store)
-    assert result["counts"] == {"I_item": 2000, "Q_item": 2000, "state_item": 2000}
+    assert result["counts"] == {"shot": 2000}
     assert result["has_dataloss"] is False and result["errors"] == []
     job = qx.connect(a).job("shots")
     xr.testing.assert_equal(xr.open_zarr(store), xr.open_dataset(job, engine="qm"))
@@ -376,6 +377,14 @@ def test_export_then_plot_and_describe_the_store(filled: Server, tmp_path: Path,
     assert described["job_id"] == "shots" and described["export_complete"] is True
     assert [(s["name"], s["count"]) for s in described["streams"]] == \
         [("I", 2000), ("Q", 2000), ("state", 2000)]
+    meta = described["metadata"]  # read back from the store's CF attributes
+    assert meta["streams"]["I"] == {"dims": ["shot"], "units": "V", "long_name": "I quadrature"}
+    assert meta["coords"]["shot"]["size"] == 2000 and meta["attrs"]["experiment"] == "single_shot"
+    code, out, err = run_main(capsys, "info", "shots", "--address", a)
+    assert code == 0 and err == ""
+    assert re.search(r"^I\s+save_all\s+<f8\s+\(\)\s+2000/2000\s+shot\s+V\s+I quadrature$", out, re.M), out
+    assert re.search(r"^shot\s+shot\s+2000: 0 \.\. 1999\s+shot index$", out, re.M), out
+    assert "  experiment: single_shot" in out
     code, out, err = run_main(capsys, "plot", "shots", "--address", a, "-o", str(tmp_path / "line.png"),
                               "--width-px", "500", "--height-px", "300", "--stream", "I")
     assert (code, err) == (0, "") and "(500x300 px, line): I" in out
@@ -396,8 +405,7 @@ def test_export_follows_a_running_job(filled: Server, tmp_path: Path) -> None:
                  filled.address, "--timeout", "40")
     assert sim.join(10) and sim.state == "done"
     assert result.returncode == 0 and result.stderr == "", result
-    assert result.stdout == (f"exported job follow (done) to {store}: I_item 6000, Q_item 6000, "
-                             "state_item 6000 items; complete\n")
+    assert result.stdout == f"exported job follow (done) to {store}: shot 6000 items; complete\n"
     stored = xr.open_zarr(store)
     assert stored.attrs["qm_job_state"] == "done"
     xr.testing.assert_equal(stored, xr.open_dataset(qx.connect(filled.address).job("follow"), engine="qm"))
@@ -562,7 +570,7 @@ def test_serve_store_keeps_jobs_across_sigterm_and_sigkill(tmp_path: Path) -> No
         assert [r.returncode for r in before] == [0, 0], before
         assert "I_all      save_all  <f8    (50,)  30/30" in before[0].stdout
         assert re.search(r"^job open .*: running$", before[1].stdout, re.M)
-        assert re.search(r"^ts +save_all +<f8 \+ts +\(\) +5/5$", before[1].stdout, re.M)
+        assert re.search(r"^ts +save_all +<f8 \+ts +\(\) +5/5 +ts_item$", before[1].stdout, re.M)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             assert srv.stop(sig) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
             srv = restarted("--store", str(store), "--port", port)

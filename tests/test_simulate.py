@@ -218,3 +218,36 @@ def test_allow_holds_the_run_at_what_was_allowed(store: qx.ResultStore) -> None:
     assert sim.steps_done == 10 and store.job(sim.job_id).state is JobState.RUNNING
     sim.allow(sim.n_steps)
     assert sim.join(30) and sim.state == "done" and sim.steps_done == sim.n_steps
+
+
+def test_a_held_run_waits_instead_of_spinning():
+    """Held by `allow`, the run sleeps until allowed more (a busy loop would starve readers)."""
+    import math
+    import threading
+    import time
+
+    from qm_xarray.simulator import Simulation
+
+    sim = Simulation("rabi", qx.ResultStore(), rate=math.inf, n_avg=20)
+    sim.allow(5)
+    waits = []
+    real_wait = sim._wake.wait
+
+    def counted(timeout=None):
+        waits.append(timeout)
+        return real_wait(timeout)
+
+    sim._wake.wait = counted  # type: ignore[method-assign]
+    sim.start()
+    held = threading.Event()
+    for _ in range(500):  # bounded: until the run has written what it may
+        if sim.steps_done == 5:
+            held.set()
+            break
+        time.sleep(0.01)
+    assert held.is_set()
+    time.sleep(0.3)
+    assert len(waits) < 50 and all(w >= 0.001 for w in waits)  # ~0.1 s waits, never a busy loop
+    sim.allow(20)
+    sim.join(30)
+    assert sim.state == "done" and sim.steps_done == 20

@@ -92,6 +92,7 @@ class Simulation:
         self.exception: BaseException | None = None
         self._writers: dict[str, Any] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop() and allow(): the loop need not wait longer
         self._ended = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -165,11 +166,13 @@ class Simulation:
     def stop(self) -> None:
         """Ask the run to cancel its job at the next step (returns at once; see `join`)."""
         self._stop.set()
+        self._wake.set()
 
     def allow(self, steps: int) -> None:
         """Write no further than `steps` steps until allowed more: a caller that shows the job
         (the demo) paces the run by what it has shown, whatever the speed of the machine."""
         self.allowed = max(0, min(int(steps), self.experiment.n_steps))
+        self._wake.set()
 
     def _guarded_loop(self) -> None:
         try:
@@ -212,7 +215,10 @@ class Simulation:
                 last_write = now
                 continue
             next_due = start + (self.steps_done + 1) / self.rate
-            self._stop.wait(min(0.1, max(next_due, last_write + MIN_INTERVAL) - now))
+            held = self.steps_done >= self.allowed  # until allow() says more: no busy loop
+            delay = 0.1 if held else max(next_due, last_write + MIN_INTERVAL) - now
+            self._wake.wait(min(0.1, max(delay, 0.001)))
+            self._wake.clear()
         job.finish()
         return "done"
 
