@@ -113,8 +113,15 @@ def messages(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[Any]:
     if depth > 3:
         return st.just(cls())
     fields = {}
+    maps = set()
     for f in descriptor.fields:
-        assert not (f.message_type and f.message_type.GetOptions().map_entry), f"map field {f.full_name}"
+        if f.message_type and f.message_type.GetOptions().map_entry:  # map<scalar, scalar>: 0-3 entries
+            key, item = f.message_type.fields_by_name["key"], f.message_type.fields_by_name["value"]
+            assert item.message_type is None, f"map of messages {f.full_name}"
+            fields[f.name] = st.one_of(st.none(), st.dictionaries(_scalar(key, depth), _scalar(item, depth),
+                                                                  max_size=3))
+            maps.add(f.name)
+            continue
         value = _scalar(f, depth)
         repeated = f.is_repeated
         fields[f.name] = st.one_of(st.none(), st.lists(value, max_size=3) if repeated else value)
@@ -125,7 +132,9 @@ def messages(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[Any]:
             if value is None:
                 continue
             f = descriptor.fields_by_name[name]
-            if f.is_repeated:
+            if name in maps:
+                getattr(msg, name).update(value)
+            elif f.is_repeated:
                 getattr(msg, name).extend(value)
             elif f.type == FieldDescriptor.TYPE_MESSAGE:
                 getattr(msg, name).CopyFrom(value)
