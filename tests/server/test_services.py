@@ -283,7 +283,9 @@ def test_a_stream_whose_client_stops_reading_is_cancelled(store, monkeypatch):
     monkeypatch.setattr(_rpc.WATCHDOG, "stall_seconds", 0.3)
     w = store.create_job()
     w.add_stream("big").append(np.zeros(16 * 2**20 // 8))  # 16 MiB: more than the flow-control window
-    with qx.serve(store) as srv, grpc.insecure_channel(srv.address) as ch:
+    # no BDP probing: the window stays small, so the server cannot hand everything to the transport
+    options = [("grpc.http2.bdp_probe", 0)]
+    with qx.serve(store) as srv, grpc.insecure_channel(srv.address, options=options) as ch:
         call = ch.unary_stream("/qm.grpc.results_analyser.JobResultsService/GetJobNamedResult",
                                request_serializer=v1.GetJobNamedResultRequest.SerializeToString,
                                response_deserializer=None)
@@ -291,7 +293,10 @@ def test_a_stream_whose_client_stops_reading_is_cancelled(store, monkeypatch):
         req.longOffset.SetInParent()
         stream = call(req, timeout=30)
         next(stream)  # read one message, then stop reading
-        time.sleep(2.5)
+        for _ in range(600):  # until the watchdog has cancelled it (bounded; no timing assumed)
+            if not _rpc.WATCHDOG._active:
+                break
+            time.sleep(0.05)
         with pytest.raises(grpc.RpcError) as info:
             for _ in stream:
                 pass
