@@ -69,7 +69,7 @@ _LAZY = {
     ".metadata": ("Coordinate", "JobMetadata", "StreamMetadata"),
     ".lazy": ("JobSnapshot", "open_dataset", "refresh", "snapshot", "to_dask", "watch"),
     ".persist": ("export_zarr",),
-    ".live_plotting": ("live_plot",),
+    ".plot": ("live_plot",),
     ".producer": ("RemoteStore",),
     ".results": ("BaseSingleStreamFetcher", "SingleStreamMultipleResultFetcher",
                  "SingleStreamSingleResultFetcher", "StreamsManager"),
@@ -100,7 +100,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .lazy import snapshot as snapshot
     from .lazy import to_dask as to_dask
     from .lazy import watch as watch
-    from .live_plotting import live_plot as live_plot
+    from .plot import live_plot as live_plot
     from .persist import export_zarr as export_zarr
     from .producer import RemoteStore as RemoteStore
     from .results import BaseSingleStreamFetcher as BaseSingleStreamFetcher

@@ -119,7 +119,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.output is None:
         raise UsageError("give the file to write: -o FILE (or --follow a job to watch it in a window)")
     from ..lazy.live import open_dataset
-    from ..live_plotting import common_items
+    from ..plot.live import common_items
     from ..plot import plot
 
     _check_output(args.output)  # an unknown suffix fails before any connection
@@ -140,7 +140,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def _follow(args: argparse.Namespace, width: int, height: int) -> int:
     """`plot --follow`: redraw from `watch` until the job ends (exit 0), Ctrl-C (exit 130, the last
     image kept) or `--timeout`."""
-    from ..live_plotting import display_available, follow
+    from ..plot.live import display_available, follow
 
     positive_seconds("--every", args.every)
     positive_seconds("--timeout", args.timeout)

@@ -24,7 +24,7 @@ import pytest
 import xarray as xr
 
 import qm_xarray as qx
-from qm_xarray import live_plotting as live
+from qm_xarray.plot import live
 from qm_xarray.cli import main
 from qm_xarray.simulator.experiments import EXPERIMENT_CLASSES
 from qm_xarray.testing import RecordingInterceptor, embedded_server

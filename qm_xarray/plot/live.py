@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
-from .client.deadlines import check_timeout
-from .errors import QmValueError
-from .lazy.live import watch
-from .lazy.options import check_interval
-from .plot import DPI, REDUCTIONS, VIEWS, Plan, draw, new_figure, output_format, plan, save_figure, title
+from ..client.deadlines import check_timeout
+from ..errors import QmValueError
+from ..lazy.live import watch
+from ..lazy.options import check_interval
+from .draw import DPI, draw, new_figure, output_format, save_figure
+from .plan import REDUCTIONS, VIEWS, Plan, plan, title
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -1,4 +1,4 @@
-"""`qx.live_plot` (`qm_xarray.live_plotting`): one figure redrawn from `watch` while a simulated job
+"""`qx.live_plot` (`qm_xarray.plot.live`): one figure redrawn from `watch` while a simulated job
 grows, each item fetched once, the last frame the final data; notebooks, given figures, Ctrl-C.
 
 A run is paced by what it has drawn: the test writes a few more steps of a simulated experiment
@@ -23,7 +23,7 @@ import pytest
 import xarray as xr
 
 import qm_xarray as qx
-from qm_xarray import live_plotting as live
+from qm_xarray.plot import live
 from qm_xarray.errors import QmValueError
 from qm_xarray.simulator.experiments import EXPERIMENT_CLASSES
 from qm_xarray.testing import RecordingInterceptor, embedded_server
@@ -365,7 +365,7 @@ def test_no_window_without_a_display(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_importing_qm_xarray_and_live_plot_does_not_import_matplotlib() -> None:
-    code = ("import sys, qm_xarray, qm_xarray.live_plotting, qm_xarray.plot; "
+    code = ("import sys, qm_xarray, qm_xarray.plot.live, qm_xarray.plot; "
             "print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          check=False)
