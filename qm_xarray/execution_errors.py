@@ -7,14 +7,15 @@ severity with `check_severity`; the result services and the client translate wit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import SupportsInt
 
 from .errors import QmValueError
 
-__all__ = ["ERROR", "WARNING", "SEVERITY_CODES", "SEVERITY_NAMES", "check_severity", "ExecutionError"]
+__all__ = ["ERROR", "WARNING", "SEVERITY_CODES", "SEVERITY_NAMES", "check_severity", "ExecutionError",
+           "outcome"]
 
 ERROR = "error"
 WARNING = "warning"
@@ -28,6 +29,14 @@ def check_severity(severity: object) -> str:
         names = " or ".join(repr(name) for name in SEVERITY_CODES)
         raise QmValueError(f"severity must be {names}, got {severity!r}")
     return severity
+
+
+def outcome(state: str, severities: Iterable[str]) -> str:
+    """How a job ended, for people: running, done, failed (closed with an execution error) or
+    cancelled (closed without one). The protocols say only "closed" for the last two."""
+    if state != "closed":
+        return state
+    return "failed" if ERROR in severities else "cancelled"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import xarray as xr
 
 from ..client.jobs import JobSummary
 from ..errors import QmValueError
+from ..execution_errors import outcome as job_outcome
 from ..metadata import JobMetadata, StreamMetadata, default_dims
 from .common import open_store
 
@@ -125,12 +126,8 @@ def flags(info: dict[str, Any]) -> str:
 
 
 def outcome(state: str, errors: list[dict[str, Any]] | tuple[Any, ...]) -> str:
-    """How a job ended, for people: running, done, failed (closed with an execution error) or
-    cancelled (closed without one). The protocol says only "closed" for the last two."""
-    if state != "closed":
-        return state
-    severities = [e["severity"] if isinstance(e, dict) else e[1] for e in errors]
-    return "failed" if "error" in severities else "cancelled"
+    """`execution_errors.outcome` of errors as JSON dicts or (code, severity, message) tuples."""
+    return job_outcome(state, [e["severity"] if isinstance(e, dict) else e[1] for e in errors])
 
 
 def progress_text(info: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import QmKeyError, QmValueError
+from ..execution_errors import outcome
 
 __all__ = ["KINDS", "N_TRACES", "REDUCTIONS", "VIEWS", "Plan", "iq_partner", "label", "plan", "title",
            "short_label"]
@@ -51,21 +52,25 @@ def short_label(da: xr.DataArray) -> str:
     return str(da.attrs.get("long_name") or da.name or "")
 
 
+def _errors(ds: xr.Dataset | None) -> list[dict[str, Any]]:
+    """The execution errors in `ds.attrs` (a JSON list of dicts; anything else: none)."""
+    try:
+        errors = json.loads((ds.attrs.get("qm_execution_errors") if ds is not None else None) or "[]")
+    except (TypeError, ValueError):
+        return []
+    return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
+
 def _flags(ds: xr.Dataset | None) -> list[str]:
     """`DATA LOSS` and one `severity code: message` per execution error in `ds.attrs`."""
     if ds is None:
         return []
     found = ["DATA LOSS"] if ds.attrs.get("qm_has_dataloss") else []
-    try:
-        errors = json.loads(ds.attrs.get("qm_execution_errors") or "[]")
-    except (TypeError, ValueError):
-        errors = []
-    for e in errors if isinstance(errors, list) else []:
-        if isinstance(e, dict):
-            message = str(e.get("message", ""))
-            if len(message) > MAX_ERROR_TEXT:
-                message = message[:MAX_ERROR_TEXT - 1] + "…"
-            found.append(f"{e.get('severity', 'error')} {e.get('code', '?')}: {message}")
+    for e in _errors(ds):
+        message = str(e.get("message", ""))
+        if len(message) > MAX_ERROR_TEXT:
+            message = message[:MAX_ERROR_TEXT - 1] + "…"
+        found.append(f"{e.get('severity', 'error')} {e.get('code', '?')}: {message}")
     return found
 
 
@@ -75,6 +80,8 @@ def title(ds: xr.Dataset | None, p: Plan, text: str | None = None, extra: str = 
     if text is None:
         attrs = ds.attrs if ds is not None else {}
         job, state = attrs.get("qm_job_id"), attrs.get("qm_job_state")
+        if state:  # failed or cancelled rather than the protocol's "closed", as `info` says
+            state = outcome(state, [e.get("severity", "") for e in _errors(ds)])
         text = (f"{job}: {p.what}" if job else p.what) + (f" ({state})" if job and state else "")
     if extra:
         text = f"{text} · {extra}"

@@ -277,7 +277,7 @@ def test_data_loss_and_errors_are_in_the_title(monkeypatch: pytest.MonkeyPatch) 
                                                            qm_execution_errors=errors)))
     result = live.follow("job")
     text = result.figure.get_suptitle()
-    assert "(closed) · 80/200 items (40%)" in text and "DATA LOSS; error 3: boom" in text
+    assert "(failed) · 80/200 items (40%)" in text and "DATA LOSS; error 3: boom" in text
 
 
 def test_a_given_figure_is_updated_in_place(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -274,6 +274,10 @@ def test_data_loss_and_execution_errors_are_marked_in_the_title() -> None:
     draw(fig, plan(ds), ds, title_text="my title")  # a title of one's own keeps the marks
     assert fig.get_suptitle().startswith("my title\nDATA LOSS")
     assert title(None, plan(rabi())) == "I and Q"
+    ended = ds.assign_attrs(qm_job_state="closed")  # the protocol's "closed": failed or cancelled, as info says
+    assert title(ended, plan(ended)).startswith("rabi-1: I and Q (failed)\n")
+    quiet = ended.assign_attrs(qm_execution_errors="[]")
+    assert title(quiet, plan(quiet)).startswith("rabi-1: I and Q (cancelled)\nDATA LOSS")
 
 
 def test_bad_views_and_pairs() -> None:
