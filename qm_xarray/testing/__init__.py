@@ -4,7 +4,8 @@
 - `embedded_server`: a ResultStore served on 127.0.0.1, port 0, as a context manager;
 - `reference_streams_manager`: the reference qm-qua client pointed at any server (needs qm-qua);
 - `our_streams_manager`: ours, built the same way, for conformance tests;
-- `RecordingInterceptor`: records every RPC a server receives, with its request;
+- `RecordingInterceptor`: records every RPC a server receives, with its request, and `spans(stream)`
+  gives the item ranges the data RPCs asked for (each item fetched once?);
 - `strategies`: hypothesis strategies for stream layouts and items (needs hypothesis);
 - `StandInQop`: an independent stand-in QOP 2/3 server built only from qm-qua's generated
   servicers, for compatibility tests (needs qm-qua; loaded on first use);

@@ -10,7 +10,25 @@ import grpc
 
 from ..grpc_typing import ServerInterceptor
 
-__all__ = ["RecordingInterceptor"]
+__all__ = ["RecordingInterceptor", "DATA_METHODS", "request_ranges"]
+
+DATA_METHODS = ("GetNamedResult", "GetNamedResults", "GetJobNamedResult")
+
+
+def request_ranges(method: str, request: Any) -> list[tuple[str, int, int]]:
+    """The half-open item ranges `(stream, start, stop)` one data request asks for: v2
+    `GetNamedResult` (`long_offset`, `limit`), v2 `GetNamedResults` (one inclusive `range` per
+    output) and v1 `GetJobNamedResult` (`longOffset`, `limit`)."""
+    if method == "GetNamedResult":
+        start = request.long_offset.value
+        return [(request.output_name, start, start + request.limit)]
+    if method == "GetJobNamedResult":
+        start = request.longOffset.value
+        return [(request.outputName, start, start + request.limit)]
+    if method == "GetNamedResults":
+        return [(o.output_name, getattr(o.range, "from").value, o.range.to.value + 1)
+                for o in request.outputs]
+    raise ValueError(f"{method} is not a data RPC")
 
 
 class RecordingInterceptor(ServerInterceptor):
@@ -34,6 +52,13 @@ class RecordingInterceptor(ServerInterceptor):
     def requests(self, method: str) -> list[Any]:
         with self._lock:
             return [r for m, r in self.calls if m == method]
+
+    def spans(self, stream: str) -> list[tuple[int, int]]:
+        """The non-empty item ranges `(start, stop)` of `stream` that the recorded data RPCs
+        asked for, sorted: what a test checks to say "each item was fetched once"."""
+        found = [(a, b) for m, r in list(self.calls) if m in DATA_METHODS
+                 for name, a, b in request_ranges(m, r) if name == stream]
+        return sorted((a, b) for a, b in found if b > a)
 
     def _record(self, method: str, request: Any) -> None:
         with self._lock:

@@ -36,20 +36,6 @@ TIMEOUT = 60
 WATCH = live.watch
 
 
-def spans(rec: RecordingInterceptor, stream: str) -> list[tuple[int, int]]:
-    """The non-empty half-open item ranges of `stream` asked for by the data RPCs recorded."""
-    out = []
-    for method, r in list(rec.calls):
-        if method == "GetNamedResult" and r.output_name == stream:
-            out.append((r.long_offset.value, r.long_offset.value + r.limit))
-        elif method == "GetJobNamedResult" and r.outputName == stream:
-            out.append((r.longOffset.value, r.longOffset.value + r.limit))
-        elif method == "GetNamedResults":
-            out += [(getattr(o.range, "from").value, o.range.to.value + 1) for o in r.outputs
-                    if o.output_name == stream]
-    return sorted((a, b) for a, b in out if b > a)
-
-
 def png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:16]
@@ -132,7 +118,7 @@ def test_follow_rewrites_the_image_until_the_job_ends(
     job = qx.connect(srv.address).job("follow-2d")
     for s in job.summary().streams:
         if not s.single:
-            assert sum(b - a for a, b in spans(rec, s.name)) == s.count == 12, (s.name, spans(rec, s.name))
+            assert sum(b - a for a, b in rec.spans(s.name)) == s.count == 12, (s.name, rec.spans(s.name))
     xr.testing.assert_equal(seen[-1], xr.open_dataset(job, engine="qm").load())
 
 

@@ -2,7 +2,7 @@
 
 `recorded` is one results server per test module (127.0.0.1, port 0) with a `RecordingInterceptor`;
 its helpers turn the recorded data RPCs of every protocol version into `(stream, start, stop)`
-half-open item ranges, so a test can assert exactly which items a lazy operation asked for:
+half-open item ranges (`qm_xarray.testing.recording.request_ranges`), so a test can assert exactly which items a lazy operation asked for:
 
 - v2 `GetNamedResult`: `long_offset.value` and `limit`;
 - v2 `GetNamedResults` (multiple-streams fetching): one `range.from` / `range.to` (inclusive) per output;
@@ -19,23 +19,7 @@ import pytest
 
 import qm_xarray as qx
 from qm_xarray.testing import RecordingInterceptor, embedded_server, our_streams_manager
-
-DATA_METHODS = ("GetNamedResult", "GetNamedResults", "GetJobNamedResult")
-
-
-def request_ranges(method: str, request: Any) -> list[tuple[str, int, int]]:
-    """The half-open item ranges one recorded data request asks for."""
-    if method == "GetNamedResult":
-        start = request.long_offset.value
-        return [(request.output_name, start, start + request.limit)]
-    if method == "GetJobNamedResult":
-        start = request.longOffset.value
-        return [(request.outputName, start, start + request.limit)]
-    if method == "GetNamedResults":
-        return [(o.output_name, getattr(o.range, "from").value, o.range.to.value + 1)
-                for o in request.outputs]
-    raise ValueError(f"{method} is not a data RPC")
-
+from qm_xarray.testing.recording import DATA_METHODS, request_ranges
 
 @dataclass
 class Recorded:

@@ -34,20 +34,6 @@ DATA_METHODS = ("GetNamedResult", "GetNamedResults", "GetJobNamedResult")
 WATCH = live.watch  # the real one, wrapped below
 
 
-def spans(rec: RecordingInterceptor, stream: str) -> list[tuple[int, int]]:
-    """The non-empty half-open item ranges of `stream` asked for by the data RPCs recorded."""
-    out = []
-    for method, r in list(rec.calls):
-        if method == "GetNamedResult" and r.output_name == stream:
-            out.append((r.long_offset.value, r.long_offset.value + r.limit))
-        elif method == "GetJobNamedResult" and r.outputName == stream:
-            out.append((r.longOffset.value, r.longOffset.value + r.limit))
-        elif method == "GetNamedResults":
-            out += [(getattr(o.range, "from").value, o.range.to.value + 1) for o in r.outputs
-                    if o.output_name == stream]
-    return sorted((a, b) for a, b in out if b > a)
-
-
 def png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:16]
@@ -157,7 +143,7 @@ def test_live_plot_of_a_growing_job_fetches_each_item_once(
     # every item of every save_all stream was fetched once over the whole run
     final_counts = {s.name: s.count for s in job.summary().streams if not s.single}
     for name, count in final_counts.items():
-        got = spans(rec, name)
+        got = rec.spans(name)
         assert sum(b - a for a, b in got) == count, (name, got)
         assert all(b1 <= a2 for (_, b1), (a2, _) in itertools.pairwise(got)), (name, got)
 
