@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from qm_xarray.client.jobs import JobsClient
 from qm_xarray.plot import label, plan
 from qm_xarray.simulator import Simulation
 from qm_xarray.testing import STREAM_KINDS, make_job
+from qm_xarray.testing.terminal import on_a_terminal, png_size
 
 COMMAND = [sys.executable, "-m", "qm_xarray"]
 TIMEOUT = 60
@@ -36,28 +36,6 @@ TIMEOUT = 60
 
 def run(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the IHDR chunk of a PNG file (checked to be one)."""
-    data = path.read_bytes()
-    assert len(data) > 100 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", data[:16]
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
-
-
-def read_all(fd: int) -> str:
-    """Everything a child writes to a pseudo-terminal, until it closes it."""
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except OSError:  # EIO once the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks).decode(errors="replace")
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
@@ -170,15 +148,10 @@ def test_demo_quiet_with_faults_into_a_fresh_directory() -> None:
 
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
 def test_demo_progress_bar_on_a_tty(tmp_path: Path) -> None:
-    master, slave = os.openpty()
-    try:
-        proc = subprocess.Popen([*COMMAND, "demo", "--experiment", "single_shot", "--rate", "20000",
-                                 "--out", str(tmp_path)], stdout=slave, stderr=subprocess.PIPE, text=True)
-        os.close(slave)
-        out = read_all(master)
-        assert proc.wait(timeout=TIMEOUT) == 0
-    finally:
-        os.close(master)
+    run = on_a_terminal([*COMMAND, "demo", "--experiment", "single_shot", "--rate", "20000",
+                         "--out", str(tmp_path)], terminal="stdout", timeout=TIMEOUT)
+    assert run.returncode == 0, run.piped
+    out = run.terminal
     assert "100%" in out and "15000/15000" in out and "[5] job job-1: done" in out
     assert "(iq: Q vs I, 5000 shots, coloured by state)" in out
 
@@ -413,15 +386,10 @@ def test_export_follows_a_running_job(filled: Server, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
 def test_export_progress_bar_on_a_tty(filled: Server, tmp_path: Path) -> None:
-    master, slave = os.openpty()
-    try:
-        proc = subprocess.Popen([*COMMAND, "export", "kinds", str(tmp_path / "k.zarr"), "--address",
-                                 filled.address], stdout=subprocess.PIPE, stderr=slave, text=True)
-        os.close(slave)
-        err = read_all(master)
-        assert proc.wait(timeout=TIMEOUT) == 0
-    finally:
-        os.close(master)
+    run = on_a_terminal([*COMMAND, "export", "kinds", str(tmp_path / "k.zarr"), "--address",
+                         filled.address], terminal="stderr", timeout=TIMEOUT)
+    assert run.returncode == 0, run.piped
+    err = run.terminal
     frames = [f for f in err.replace("\r", "\n").splitlines() if "export kinds" in f]
     assert frames and "100%" in frames[-1] and "36.0/36.0" in frames[-1]
     assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, +[\d.]+k?item/s\]", frames[-1])  # elapsed<ETA, rate

@@ -15,7 +15,9 @@
 Submodules: `children` (child processes that die with their parent, read by deadlines and stopped
 for sure: the harness of `processes` and of the benchmarks), `processes` (server and producer
 subprocesses), `load` (the load measurement), `reference` (`streams_manager_factory`: the one
-recipe of both StreamsManagers), `tls`.
+recipe of both StreamsManagers), `tls`, `stepped` (`SteppedJob`: a simulated experiment the test
+writes a few steps at a time, for live views), `terminal` (`on_a_terminal`: a command with an
+output on a pseudo-terminal, by a deadline; `png_size`).
 """
 
 from __future__ import annotations

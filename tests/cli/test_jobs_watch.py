@@ -24,6 +24,7 @@ import qm_xarray as qx
 from qm_xarray.cli import jobs as jobs_cli
 from qm_xarray.cli import main
 from qm_xarray.testing import embedded_server
+from qm_xarray.testing.terminal import on_a_terminal
 
 COMMAND = [sys.executable, "-m", "qm_xarray"]
 TIMEOUT = 60
@@ -147,24 +148,10 @@ def test_ctrl_c_stops_watching(served: tuple[qx.ResultStore, str]) -> None:
 def test_on_a_terminal_the_table_is_redrawn_in_place(served: tuple[qx.ResultStore, str]) -> None:
     store, address = served
     store.create_job("w5").add_stream("I", dtype="<f8", expected_count=4)
-    master, slave = os.openpty()
-    try:
-        proc = subprocess.Popen([*COMMAND, "jobs", "--watch", "--every", "0.05", "--timeout", "0.5",
-                                 "--address", address], stdout=slave, stderr=subprocess.PIPE, text=True)
-        os.close(slave)
-        chunks = []
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO once the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        assert proc.wait(timeout=TIMEOUT) == 0
-    finally:
-        os.close(master)
-    out = b"".join(chunks).decode(errors="replace")
+    run = on_a_terminal([*COMMAND, "jobs", "--watch", "--every", "0.05", "--timeout", "0.5",
+                         "--address", address], terminal="stdout", timeout=TIMEOUT)
+    assert run.returncode == 0, run.piped
+    out = run.terminal
     frames = out.split(jobs_cli.CLEAR)
     assert frames[0] == "" and len(frames) >= 2, out  # each listing starts on a cleared screen
     assert all(f"jobs on {address} at " in f and "w5" in f and "running" in f for f in frames[1:])

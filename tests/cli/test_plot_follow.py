@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -26,46 +25,15 @@ import xarray as xr
 import qm_xarray as qx
 from qm_xarray.plot import live
 from qm_xarray.cli import main
-from qm_xarray.simulator.experiments import EXPERIMENT_CLASSES
 from qm_xarray.testing import RecordingInterceptor, embedded_server
+from qm_xarray.testing.stepped import SteppedJob as Stepped
+from qm_xarray.testing.terminal import png_size
 
 pytest.importorskip("matplotlib")
 
 COMMAND = [sys.executable, "-m", "qm_xarray"]
 TIMEOUT = 60
 WATCH = live.watch
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:16]
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
-
-
-class Stepped:
-    """A simulated experiment written by the test, a few steps at a time (no thread)."""
-
-    def __init__(self, store: qx.ResultStore, experiment: str, job_id: str, **params: Any) -> None:
-        self.experiment = EXPERIMENT_CLASSES[experiment](**params)
-        self.job = store.create_job(job_id)
-        self.writers = {d.name: d.declare(self.job) for d in self.experiment.streams()}
-        describe = getattr(self.job, "describe", None)
-        if describe is not None:
-            describe(**self.experiment.metadata())
-        self.done, self.finished = 0, False
-
-    def advance(self, steps: int) -> None:
-        stop = min(self.experiment.n_steps, self.done + steps)
-        if stop > self.done:
-            items = self.experiment.produce(self.done, stop)
-            for name, writer in self.writers.items():
-                if name in items:
-                    writer.append(items[name])
-            self.done = stop
-        if self.done >= self.experiment.n_steps and not self.finished:
-            self.job.finish()
-            self.finished = True
 
 
 @pytest.fixture()

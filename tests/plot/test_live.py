@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import struct
 import subprocess
 import sys
 import types
@@ -25,53 +24,14 @@ import xarray as xr
 import qm_xarray as qx
 from qm_xarray.plot import live
 from qm_xarray.errors import QmValueError
-from qm_xarray.simulator.experiments import EXPERIMENT_CLASSES
 from qm_xarray.testing import RecordingInterceptor, embedded_server
+from qm_xarray.testing.stepped import SteppedJob as Stepped
+from qm_xarray.testing.terminal import png_size
 
 pytest.importorskip("matplotlib")
 
 DATA_METHODS = ("GetNamedResult", "GetNamedResults", "GetJobNamedResult")
 WATCH = live.watch  # the real one, wrapped below
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:16]
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
-
-
-class Stepped:
-    """A simulated experiment written by the test itself, a few steps at a time (no thread): the
-    job grows exactly when the test says."""
-
-    def __init__(self, store: qx.ResultStore, experiment: str, job_id: str, **params: Any) -> None:
-        self.experiment = EXPERIMENT_CLASSES[experiment](**params)
-        self.job = store.create_job(job_id)
-        self.id = job_id
-        self.writers = {d.name: d.declare(self.job) for d in self.experiment.streams()}
-        describe = getattr(self.job, "describe", None)
-        if describe is not None:  # the axes and units of the experiment
-            describe(**self.experiment.metadata())
-        self.done = 0
-        self.finished = False
-
-    @property
-    def n_steps(self) -> int:
-        return self.experiment.n_steps
-
-    def advance(self, steps: int) -> None:
-        """Write the next `steps` steps; end the job after the last one."""
-        stop = min(self.n_steps, self.done + steps)
-        if stop > self.done:
-            items = self.experiment.produce(self.done, stop)
-            for name, writer in self.writers.items():
-                if name in items:
-                    writer.append(items[name])
-            self.done = stop
-        if self.done >= self.n_steps and not self.finished:
-            self.job.finish()
-            self.finished = True
 
 
 def paced(run: Stepped, step: int, seen: list[xr.Dataset]) -> Any:

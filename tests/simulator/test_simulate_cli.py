@@ -19,6 +19,7 @@ from qm_xarray.cli import build_parser
 from qm_xarray.cli.simulate import ProgressBar
 from qm_xarray.simulator import EXPERIMENT_CLASSES, Simulation, SingleShot
 from qm_xarray.testing import embedded_server
+from qm_xarray.testing.terminal import on_a_terminal as terminal_run
 
 COMMAND = [sys.executable, "-m", "qm_xarray"]
 TIMEOUT = 120
@@ -70,32 +71,10 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-def read_all(fd: int) -> str:
-    """Everything a child writes to a pseudo-terminal, until it closes it."""
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except OSError:  # EIO once the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks).decode(errors="replace")
-
-
 def on_a_terminal(*args: str) -> tuple[int, str, str]:
     """Run `simulate` with stderr on a pseudo-terminal: (exit code, stdout, what the terminal got)."""
-    master, slave = os.openpty()
-    try:
-        proc = subprocess.Popen([*COMMAND, "simulate", *args], stdout=subprocess.PIPE,
-                                stderr=slave, text=True)
-        os.close(slave)
-        terminal = read_all(master)
-        out, _ = proc.communicate(timeout=TIMEOUT)
-    finally:
-        os.close(master)
-    return proc.returncode, out, terminal
+    run = terminal_run([*COMMAND, "simulate", *args], terminal="stderr", timeout=TIMEOUT)
+    return run.returncode, run.piped, run.terminal
 
 
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
