@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import weakref
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
@@ -33,6 +34,11 @@ from .producer import RemoteStore
 from .results import StreamsManager
 
 __all__ = ["connect", "Connection", "Job", "as_job", "describe", "MetadataNotKeptError"]
+
+
+# What each server said of itself, by connection details, while they are in use: a Connection made
+# again from the same details (the lazy layer does, for a StreamsManager) asks no second time.
+_KNOWN_SERVERS: weakref.WeakKeyDictionary[ConnectionDetails, ServerInfo] = weakref.WeakKeyDictionary()
 
 
 class MetadataNotKeptError(QmTypeError):
@@ -94,13 +100,17 @@ class Connection:
 
     def __init__(self, details: ConnectionDetails, server: ServerInfo | None = None):
         self.details = details
-        self._server = server
+        self._server = server if server is not None else _KNOWN_SERVERS.get(details)
+        if server is not None:
+            _KNOWN_SERVERS[details] = server
 
     @property
     def server(self) -> ServerInfo:
-        """What the server said of itself at first contact (asked now if it was not yet)."""
+        """What the server said of itself at first contact (asked now if it was not yet, once per
+        process for the same connection details)."""
         if self._server is None:
             self._server = discovery.detect(self.details, config.connect_timeout())
+            _KNOWN_SERVERS[self.details] = self._server
         return self._server
 
     @property

@@ -140,7 +140,8 @@ def snapshot(job: Any, *, streams: Sequence[str] | None = None, wait: int | str 
     `wait=n` first waits until every selected `save_all` stream has n items, `wait="all"` until
     the job has ended; `timeout` bounds the wait (`QMTimeoutError`). On a v2 server with
     multiple-streams fetching this costs four RPCs whatever the number of streams: schema,
-    state, all headers, and one data RPC for the current values of `save` streams.
+    state, all headers, and one data RPC for the current values of `save` streams; on our server
+    a fifth asks for the job's metadata (a QOP is not asked).
     """
     job = resolve_job(job, timeout)
     if isinstance(job, Job):

@@ -103,3 +103,13 @@ def test_a_qop_without_our_service_opens_and_keeps_nothing():
         with pytest.raises(qx.MetadataNotKeptError, match="dims= and coords="):
             qx.describe(job, attrs={"user": "ada"})
         assert not [m for m, _ in qop.calls if "qm_xarray" in m]  # never asked for what it lacks
+
+
+def test_snapshots_of_a_streams_manager_ask_what_the_server_is_once(recorded, rabi):
+    """The metadata of a StreamsManager's job needs to know the server is ours: asked once."""
+    manager = recorded.opener("v2", rabi.id)
+    recorded.clear()
+    for _ in range(3):
+        check_rabi(xr.open_dataset(manager, engine="qm"))
+    assert recorded.methods().count("GetInfo") <= 1
+    assert recorded.methods().count("GetMetadata") == 3
