@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
@@ -27,14 +26,14 @@ import numpy as np
 
 from .errors import QmTypeError, QmValueError, StreamNotFoundError
 from .limits import MAX_ATTRS, MAX_METADATA_BYTES, MAX_TEXT_CHARS
-from .streams import StreamSpec
+from .streams import STREAM_NAME_PATTERN, StreamSpec
 from .wire.pb.qm_xarray.v1 import control_pb2 as pb
 
 __all__ = ["Coordinate", "StreamMetadata", "JobMetadata", "MetadataChange", "JsonValue",
-           "NAME_PATTERN", "default_dims", "change_of", "stream_change", "as_change", "names_of"]
+           "NAME_PATTERN", "default_dims", "change_of", "stream_change", "as_change", "names_of", "cf_attrs"]
 
 JsonValue = Union[str, int, float, bool, list[Union[str, int, float, bool]]]
-NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")  # dims, coordinates, attributes
+NAME_PATTERN = STREAM_NAME_PATTERN  # dims, coordinates and attributes are named as streams are
 RESERVED_PREFIX = "qm_"  # dataset attributes of our own (docs/lazy.md)
 TEXT_KIND = "<U"
 
@@ -44,6 +43,11 @@ def default_dims(stream: str, single: bool, buffer_axes: int, item_dim: str | No
     `item_dim`) for a `save_all` stream's items, then `<stream>_dim_<k>` per buffer axis."""
     inner = tuple(f"{stream}_dim_{k}" for k in range(buffer_axes))
     return inner if single else (item_dim or f"{stream}_item", *inner)
+
+
+def cf_attrs(units: str | None, long_name: str | None) -> dict[str, str]:
+    """`units` and `long_name` as CF/xarray attributes, the empty or unset ones left out."""
+    return {k: v for k, v in (("units", units), ("long_name", long_name)) if v}
 
 
 def _name(value: Any, what: str) -> str:
@@ -147,7 +151,7 @@ class Coordinate:
     @property
     def attrs(self) -> dict[str, str]:
         """The non-empty `units` and `long_name`, as xarray attributes."""
-        return {k: v for k, v in (("units", self.units), ("long_name", self.long_name)) if v}
+        return cf_attrs(self.units, self.long_name)
 
     def to_message(self, name: str) -> pb.Coordinate:
         if self.values.dtype.kind == "U":
@@ -259,7 +263,7 @@ class StreamMetadata:
     @property
     def attrs(self) -> dict[str, str]:
         """The non-empty `units` and `long_name`, as xarray attributes."""
-        return {k: v for k, v in (("units", self.units), ("long_name", self.long_name)) if v}
+        return cf_attrs(self.units, self.long_name)
 
     def to_message(self, stream: str) -> pb.StreamMetadata:
         m = pb.StreamMetadata(stream=stream)

@@ -23,9 +23,10 @@ from ..client.connection import ConnectionDetails, TlsCredentials, close_channel
 from ..client.discovery import ClusterNotFoundError, ServerUnreachableError
 from ..client.jobs import JobSummary
 from ..errors import JobNotFoundError, QMConnectionError, QmValueError
+from ..lazy.options import check_interval
 from ..session import Connection, connect
 
-__all__ = ["UsageError", "DEFAULT_PORT", "DEFAULT_ADDRESS", "RPC_TIMEOUT", "TOKEN_ENV", "add_producer_target",
+__all__ = ["UsageError", "positive_seconds", "DEFAULT_PORT", "DEFAULT_ADDRESS", "RPC_TIMEOUT", "TOKEN_ENV", "add_producer_target",
            "PRODUCER_TOKEN_ENV", "connect_timeout", "add_address", "add_json", "add_credentials",
            "Credentials", "credentials", "check_token", "read_pem", "job_ref", "connected", "summary",
            "print_json", "looks_like_path", "open_store"]
@@ -231,3 +232,12 @@ def open_store(path: Path) -> Any:
             return xr.open_zarr(str(path))
         except (KeyError, ValueError, OSError, TypeError) as exc:
             raise QmValueError(f"cannot open the zarr store {path}: {exc}") from None
+
+
+def positive_seconds(name: str, value: float | None) -> None:
+    """The library's rule for intervals and deadlines, worded for an option."""
+    if value is not None:
+        try:
+            check_interval(value, name)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None

@@ -4,19 +4,22 @@ and `export` (a job of a server, or an exported zarr store, in the same keys).""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 
 from ..client.jobs import JobSummary
 from ..errors import QmValueError
 from ..execution_errors import outcome as job_outcome
-from ..metadata import JobMetadata, StreamMetadata, default_dims
+from ..metadata import JobMetadata, StreamMetadata
+from ..streams import StreamSpec
 from .common import open_store
+
+if TYPE_CHECKING:  # xarray is imported by the commands that open a store, not by every command
+    import xarray as xr
 
 __all__ = ["job_fraction", "job_flags", "stream_counts", "format_table", "table", "time_text",
            "job_json", "store_json", "flags", "progress_text", "outcome", "metadata_json",
@@ -87,9 +90,10 @@ def job_json(job: JobSummary) -> dict[str, Any]:
     }
 
 
-def store_json(path: Path) -> dict[str, Any]:
-    """The `info` of an exported zarr store, from its attributes (same keys as `job_json`)."""
-    ds = open_store(path)
+def store_json(path: Path, ds: xr.Dataset | None = None) -> dict[str, Any]:
+    """The `info` of an exported zarr store (`ds`, if it is open already), from its attributes
+    (same keys as `job_json`)."""
+    ds = open_store(path) if ds is None else ds
     attrs = ds.attrs
     if "qm_job_id" not in attrs:
         raise QmValueError(f"{path} is a zarr store but not a qm-xarray export")
@@ -151,7 +155,7 @@ def metadata_json(meta: JobMetadata, job: JobSummary) -> dict[str, Any]:
     streams = {}
     for s in job.streams:
         described = meta.streams.get(s.name, StreamMetadata())
-        dims = described.dims if described.dims is not None else default_dims(s.name, s.single, len(s.shape))
+        dims = meta.dims_of(StreamSpec(s.name, s.dtype, s.shape, s.single, s.timestamps, s.expected_count))
         streams[s.name] = {"dims": list(dims), "units": described.units or "",
                            "long_name": described.long_name or ""}
     return {"streams": streams, "attrs": dict(meta.attrs),

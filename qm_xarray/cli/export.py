@@ -8,9 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..lazy.options import check_interval
-from .common import (UsageError, add_address, add_credentials, add_json, connected, credentials, job_ref,
-                     print_json, summary)
+from .common import (
+    add_address,
+    add_credentials,
+    add_json,
+    connected,
+    credentials,
+    job_ref,
+    positive_seconds,
+    print_json,
+    summary,
+)
 from .display import flags, store_json
 
 __all__ = ["add_parser", "cmd_export"]
@@ -35,15 +43,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json(p)
     p.set_defaults(func=cmd_export)
-
-
-def positive_seconds(name: str, value: float | None) -> None:
-    """The library's rule for intervals and deadlines, worded for an option."""
-    if value is not None:
-        try:
-            check_interval(value, name)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
 
 
 def export_line(result: Any, flag_text: str) -> str:

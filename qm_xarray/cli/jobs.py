@@ -23,6 +23,7 @@ from .common import (
     job_ref,
     looks_like_path,
     open_store,
+    positive_seconds,
     print_json,
     summary,
 )
@@ -37,7 +38,6 @@ from .display import (
     table,
     time_text,
 )
-from .export import positive_seconds
 
 __all__ = ["add_parsers", "cmd_info", "cmd_jobs", "jobs_table", "pause"]
 
@@ -139,8 +139,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     """Describe a job of a server (or an exported store): state, flags, and one row per stream."""
     path = Path(args.job).expanduser()
     if not args.job.startswith("qm://") and (path.exists() or looks_like_path(args.job)):
-        info = store_json(path)
-        info["metadata"] = dataset_metadata_json(open_store(path))
+        stored = open_store(path)
+        info = {**store_json(path, stored), "metadata": dataset_metadata_json(stored)}
         where = f"store {path}" + ("" if info["export_complete"] else " (export not finished)")
     else:
         address, job_id = job_ref(args.job, args.address)

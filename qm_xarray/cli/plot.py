@@ -20,9 +20,9 @@ from .common import (
     job_ref,
     looks_like_path,
     open_store,
+    positive_seconds,
     summary,
 )
-from .export import positive_seconds
 
 __all__ = ["add_parser", "cmd_plot", "plot_size"]
 
@@ -91,15 +91,9 @@ def plot_size(args: argparse.Namespace) -> tuple[int, int]:
 
 def _check_output(output: str) -> None:
     """A file that can be written, in a format its suffix names: checked before any connection."""
-    from ..plot import output_format
+    from ..plot.draw import writable_output
 
-    target = Path(output).expanduser()
-    if target.is_dir():
-        raise IsADirectoryError(f"-o {output} is a directory: give the file to write, e.g. "
-                                f"{target / 'plot.png'}")
-    if not target.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {output}: no directory {target.parent}")
-    output_format(output)
+    writable_output(output, f"-o {output}")
 
 
 def _is_store(source: str) -> bool:
@@ -119,8 +113,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.output is None:
         raise UsageError("give the file to write: -o FILE (or --follow a job to watch it in a window)")
     from ..lazy.live import open_dataset
-    from ..plot.live import common_items
     from ..plot import plot
+    from ..plot.live import common_items
 
     _check_output(args.output)  # an unknown suffix fails before any connection
     with ExitStack() as stack:

@@ -20,8 +20,7 @@ from pathlib import Path
 from ..errors import QmValueError
 from ..server.app import ResultsServer, is_loopback
 from ..server.store import ResultStore
-from .common import (DEFAULT_PORT, PRODUCER_TOKEN_ENV, TOKEN_ENV, UsageError, check_token, env_token,
-                     read_pem)
+from .common import DEFAULT_PORT, PRODUCER_TOKEN_ENV, TOKEN_ENV, UsageError, check_token, env_token, read_pem
 
 __all__ = ["add_parser", "cmd_serve"]
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from matplotlib.cm import ScalarMappable
     from matplotlib.figure import Figure
 
-__all__ = ["DPI", "draw", "formats", "new_figure", "output_format", "plot", "save_figure"]
+__all__ = ["DPI", "draw", "formats", "new_figure", "output_format", "plot", "save_figure", "writable_output"]
 
 DPI = 100
 SI_UNITS = ("V", "Hz", "s", "A", "W", "T", "m", "K")  # drawn with a prefix that suits the values
@@ -240,6 +240,19 @@ def output_format(out: str | Path) -> str:
     what = f"no format is called .{suffix}" if suffix else "the file name has no suffix to name its format"
     raise QmValueError(f"cannot write a plot to {out}: {what}; the formats are "
                        + ", ".join(f".{s}" for s in sorted(known)))
+
+
+def writable_output(out: str | Path, given_as: str | None = None) -> tuple[Path, str]:
+    """`out` as a file a plot can be written to, and its format: checked before anything is
+    fetched (`IsADirectoryError`, `FileNotFoundError` for a missing folder, `QmValueError` for a
+    suffix that names no format). `given_as` names it in messages (an option, "-o FILE")."""
+    target = Path(out).expanduser()
+    if target.is_dir():
+        raise IsADirectoryError(f"{given_as or out} is a directory: give the file to write, e.g. "
+                                f"{target / 'plot.png'}")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {out}: no directory {target.parent}")
+    return target, output_format(target)
 
 
 def save_figure(fig: Figure, out: str | Path, fmt: str | None = None) -> None:

@@ -35,8 +35,8 @@ from ..client.deadlines import check_timeout
 from ..errors import QmValueError
 from ..lazy.live import watch
 from ..lazy.options import check_interval
-from .draw import DPI, draw, new_figure, output_format, save_figure
-from .plan import REDUCTIONS, VIEWS, Plan, plan, title
+from .draw import DPI, draw, new_figure, save_figure, writable_output
+from .plan import Plan, check_choices, plan, title
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -287,14 +287,8 @@ def follow(job: Any, *, every: float = 2.0, streams: list[str] | str | None = No
     every = check_interval(every)
     if timeout is not None:
         check_timeout(timeout)
-    if reduce not in REDUCTIONS:
-        raise QmValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
-    if view not in VIEWS:
-        raise QmValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
-    target = Path(out).expanduser() if out is not None else None
-    fmt = output_format(target) if target is not None else None
-    if target is not None and not target.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {out}: no directory {target.parent}")
+    check_choices(reduce, view)
+    target, fmt = writable_output(out) if out is not None else (None, None)
     names = _streams(streams)
     open_options.setdefault("on_dataloss", "ignore")  # marked in the title instead
     frames = watch(job, every, timeout=timeout, **open_options)

@@ -16,7 +16,7 @@ from ..errors import QmKeyError, QmValueError
 from ..execution_errors import outcome
 
 __all__ = ["KINDS", "N_TRACES", "REDUCTIONS", "VIEWS", "Plan", "iq_partner", "label", "plan", "title",
-           "short_label"]
+           "short_label", "check_choices"]
 
 REDUCTIONS = ("auto", "mean", "last", "none")
 VIEWS = ("auto", "iq", "magphase")
@@ -232,11 +232,16 @@ def _pair_plan(ds: xr.Dataset, i: str, q: str, reduce: str, view: str) -> Plan:
     return Plan(kind, [ra, rb], f"{i} and {q}" + (f", {how}" if how else ""), view="iq")
 
 
-def _check(ds: xr.Dataset, streams: list[str] | None, reduce: str, view: str) -> None:
+def check_choices(reduce: str, view: str) -> None:
+    """`reduce` one of `REDUCTIONS` and `view` one of `VIEWS` (else `QmValueError`)."""
     if reduce not in REDUCTIONS:
         raise QmValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
     if view not in VIEWS:
         raise QmValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+
+
+def _check(ds: xr.Dataset, streams: list[str] | None, reduce: str, view: str) -> None:
+    check_choices(reduce, view)
     for name in streams or ():
         if name not in ds.data_vars:
             raise QmKeyError(f"no stream {name!r}; streams: {', '.join(map(str, ds.data_vars))}")

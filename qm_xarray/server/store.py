@@ -27,7 +27,7 @@ from ..dtypes import StreamLayout
 from ..errors import JobFinishedError, JobNotFoundError, QmValueError, StreamNotFoundError
 from ..execution_errors import ExecutionError
 from ..limits import MAX_COUNT
-from ..metadata import JobMetadata, MetadataChange, as_change, change_of, stream_change
+from ..metadata import JobMetadata, MetadataChange, as_change, change_of, names_of, stream_change
 from ..streams import DEFAULT_DTYPE, StreamDeclarations, StreamSpec, declarations
 from . import durable
 from .storage import Items, MemoryItems, MemoryValue
@@ -232,7 +232,7 @@ class Job:
         return stream
 
     def _specs(self) -> dict[str, StreamSpec]:
-        return {name: s.spec for name, s in self._streams.items()}
+        return names_of(s.spec for s in self._streams.values())
 
     def _describe(self, change: MetadataChange) -> JobMetadata:
         """Make `change`, checked against the streams as a whole (refused: nothing changes).
@@ -414,7 +414,7 @@ class ResultStore:
             raise QmValueError(f"stream names must be unique, got {names}")
         change = as_change(metadata)
         described = JobMetadata().apply(change) if change is not None else JobMetadata()
-        described.check({s.name: s for s in specs})
+        described.check(names_of(specs))
         with self._lock:
             if job_id is None:
                 job_id = next(f"job-{n}" for n in self._ids if f"job-{n}" not in self._jobs)
