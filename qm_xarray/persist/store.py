@@ -26,6 +26,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from ..errors import QmValueError
+from ..files import write_atomic
 
 __all__ = ["ExportStore", "default_compressors", "NotOurStoreError"]
 
@@ -192,9 +193,7 @@ class ExportStore:
         meta = json.loads(meta_path.read_text())
         if "consolidated_metadata" in meta:
             meta.pop("consolidated_metadata")
-            tmp = meta_path.with_suffix(".json.partial")
-            tmp.write_text(json.dumps(meta))
-            tmp.replace(meta_path)
+            write_atomic(meta_path, json.dumps(meta).encode())
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array[Any]:

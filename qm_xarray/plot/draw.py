@@ -3,8 +3,7 @@ form's axes, SI-prefixed units, and files written atomically in the format their
 
 from __future__ import annotations
 
-import os
-import secrets
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -12,6 +11,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import QmValueError
+from ..files import write_atomic
 from .plan import N_TRACES, Plan, label, plan, short_label, title
 
 if TYPE_CHECKING:
@@ -258,17 +258,9 @@ def writable_output(out: str | Path, given_as: str | None = None) -> tuple[Path,
 def save_figure(fig: Figure, out: str | Path, fmt: str | None = None) -> None:
     """Write `fig` to `out` atomically: into a new file beside it, then renamed over it (a reader
     sees the old image or the new one, never a part; the old one stays if writing fails)."""
-    fmt = fmt or output_format(out)
-    target = Path(out)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=fmt, dpi=DPI)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    image = io.BytesIO()
+    fig.savefig(image, format=fmt or output_format(out), dpi=DPI)
+    write_atomic(out, image.getvalue())
 
 
 def plot(ds: xr.Dataset, out: str | Path, *, streams: list[str] | None = None, reduce: str = "auto",

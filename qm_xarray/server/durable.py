@@ -28,9 +28,10 @@ from typing import Any
 
 from ..errors import QmValueError
 from ..execution_errors import ExecutionError
+from ..files import write_atomic
 from ..metadata import JobMetadata
 from ..streams import StreamSpec, declarations
-from .storage import FileItems, FileValue, Items, MemoryItems, MemoryValue, write_atomic
+from .storage import FileItems, FileValue, Items, MemoryItems, MemoryValue
 
 __all__ = ["JobRecord", "open_store", "release", "load_records", "save_record", "stream_storage",
            "FORMAT", "VERSION"]

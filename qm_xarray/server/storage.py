@@ -16,10 +16,11 @@ from typing import Protocol
 
 import numpy as np
 
+from ..files import write_atomic
 from ..limits import MESSAGE_BYTES
 
 __all__ = ["Items", "MemoryItems", "FileItems", "MemoryValue", "FileValue", "SEGMENT_BYTES",
-           "PIECE_BYTES", "write_atomic"]
+           "PIECE_BYTES"]
 
 SEGMENT_BYTES = 4 * 1024 * 1024
 PIECE_BYTES = MESSAGE_BYTES  # one message's worth: what a stalled reader pins
@@ -142,20 +143,3 @@ class FileValue(MemoryValue):
     def set(self, value: bytes) -> None:
         write_atomic(self.path, value, self.sync)
         self.value = value
-
-
-def write_atomic(path: Path, data: bytes, sync: bool = False) -> None:
-    """Replace a file with new contents, all or nothing (write a temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if sync:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
