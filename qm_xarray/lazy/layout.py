@@ -72,9 +72,13 @@ def _dims(s: StreamSnapshot, ndim_inner: int, opts: OpenOptions, meta: JobMetada
     return tuple(given)
 
 
+def _timestamped(source: Any) -> bool:
+    return source.dtype.names is not None and "timestamp" in source.dtype.names
+
+
 def _inner_axes(source: Any) -> int:
-    timestamped = source.dtype.names is not None and "timestamp" in source.dtype.names
-    return len(source.item_shape) + (len(source.dtype["value"].shape) if timestamped else 0)
+    """A stream's buffer axes: its item shape, and the value's shape in a (value, timestamp) record."""
+    return len(source.item_shape) + (len(source.dtype["value"].shape) if _timestamped(source) else 0)
 
 
 def build_dataset(snap: JobSnapshot, opts: OpenOptions) -> xr.Dataset:
@@ -113,8 +117,7 @@ def build_dataset(snap: JobSnapshot, opts: OpenOptions) -> xr.Dataset:
         if name in opts.drop_variables:
             continue
         source = snap.source(name)
-        timestamped = source.dtype.names is not None and "timestamp" in source.dtype.names
-        fields = ["value", "timestamp"] if timestamped else [None]
+        fields = ["value", "timestamp"] if _timestamped(source) else [None]
         dims = dims_of[name]
         attrs = {**meta.streams.get(name, StreamMetadata()).attrs, **_stream_attrs(s)}
         for fld in fields:

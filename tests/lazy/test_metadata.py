@@ -113,3 +113,22 @@ def test_snapshots_of_a_streams_manager_ask_what_the_server_is_once(recorded, ra
         check_rabi(xr.open_dataset(manager, engine="qm"))
     assert recorded.methods().count("GetInfo") <= 1
     assert recorded.methods().count("GetMetadata") == 3
+
+
+def test_a_stored_coordinate_shorter_than_its_grown_axis_is_left_out_with_a_warning(recorded):
+    writer = recorded.store.create_job("overrun", streams=[{"name": "I", "expected_count": 3}],
+                                       metadata={"coords": {"shot": np.arange(3)},
+                                                 "streams": {"I": {"dims": "shot"}}})
+    writer.stream("I").append(np.ones(5))  # more items than the producer announced
+    with pytest.warns(RuntimeWarning, match="'shot' has 3 values but 'shot' has 5; left out"):
+        ds = xr.open_dataset(recorded.job("overrun"), engine="qm")
+    assert ds.I.dims == ("shot",) and "shot" not in ds.coords
+
+
+def test_a_server_without_get_metadata_answers_none():
+    """An older qm-xarray server (or any server without the call) has no metadata: not an error."""
+    qop_module = pytest.importorskip("qm_xarray.testing.qop")
+    from qm_xarray.client import ConnectionDetails, JobsClient
+
+    with qop_module.StandInQop(qop=3, require_gateway_headers=False) as qop:
+        assert JobsClient(ConnectionDetails.from_address(qop.address)).get_metadata("j") == qx.JobMetadata()
