@@ -15,7 +15,7 @@ from ..client.deadlines import check_timeout
 from ..errors import QmValueError
 from .layout import build_dataset
 from .options import OpenOptions, check_interval
-from .snapshot import JobSnapshot, resolve_job, snapshot
+from .snapshot import JobSnapshot, metadata_of, resolve_job, snapshot
 
 __all__ = ["open_dataset", "refresh", "watch"]
 
@@ -73,10 +73,10 @@ def _watch(job: Any, every: float, timeout: float | None, opts: OpenOptions) -> 
     deadline = None if timeout is None else time.monotonic() + timeout
     last_counts: dict[str, int] | None = None
     while True:
-        snap = snapshot(job, streams=streams)
+        snap = snapshot(job, streams=streams, metadata=False)  # a round without news costs less
         if snap.counts != last_counts or snap.final:
             _extend(snap, cache)
-            yield _materialized(snap, opts, cache)
+            yield _materialized(replace(snap, metadata=metadata_of(job)), opts, cache)
             last_counts = snap.counts
         if snap.final:
             return

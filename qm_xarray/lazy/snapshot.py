@@ -30,7 +30,7 @@ from ..results.postprocess import postprocess_single
 from ..session import Connection, Job, as_job, connect
 from .source import ServiceSource, StreamSource
 
-__all__ = ["JobSnapshot", "StreamSnapshot", "snapshot", "resolve_job", "default_streams"]
+__all__ = ["JobSnapshot", "StreamSnapshot", "snapshot", "resolve_job", "default_streams", "metadata_of"]
 
 
 @dataclass(frozen=True)
@@ -134,29 +134,36 @@ def default_streams(obj: Any) -> list[str] | None:
 
 
 def snapshot(job: Any, *, streams: Sequence[str] | None = None, wait: int | str | None = None,
-             timeout: float | None = None) -> JobSnapshot:
+             timeout: float | None = None, metadata: bool = True) -> JobSnapshot:
     """Take a snapshot of a job (see `resolve_job` for what is accepted).
 
     `wait=n` first waits until every selected `save_all` stream has n items, `wait="all"` until
     the job has ended; `timeout` bounds the wait (`QMTimeoutError`). On a v2 server with
     multiple-streams fetching this costs four RPCs whatever the number of streams: schema,
     state, all headers, and one data RPC for the current values of `save` streams; on our server
-    a fifth asks for the job's metadata (a QOP is not asked).
+    a fifth asks for the job's metadata (a QOP is not asked; `metadata=False`: not asked).
     """
     job = resolve_job(job, timeout)
     if isinstance(job, Job):
         caps = job.connection.capabilities
         service = job.connection.service(job.id)
         known = None
-        metadata = job.metadata(timeout)
     else:
         caps, service = job.server_capabilities, job.results_service
         known = [h.schema_item for h in job.values()]  # read when the manager was built: no RPC
-        metadata = Connection(service.connection_details).job(service.job_id).metadata(timeout)
     multiple = None
     if caps.supports_multiple_streams_fetching and isinstance(service, JobResultApi):
         multiple = MultipleStreamsFetcher(service)
-    return replace(_service_snapshot(service, multiple, streams, wait, timeout, known), metadata=metadata)
+    snap = _service_snapshot(service, multiple, streams, wait, timeout, known)
+    return replace(snap, metadata=metadata_of(job, timeout)) if metadata else snap
+
+
+def metadata_of(job: Job | StreamsManager, timeout: float | None = None) -> JobMetadata:
+    """The stored metadata of a job (`resolve_job`'s result): empty from a server that keeps none."""
+    if isinstance(job, Job):
+        return job.metadata(timeout)
+    service = job.results_service
+    return Connection(service.connection_details).job(service.job_id).metadata(timeout)
 
 
 def _wait_counts(headers_of: Any, names: list[str], wait: int | str, timeout: float, job_id: str) -> None:

@@ -132,3 +132,30 @@ def test_a_server_without_get_metadata_answers_none():
 
     with qop_module.StandInQop(qop=3, require_gateway_headers=False) as qop:
         assert JobsClient(ConnectionDetails.from_address(qop.address)).get_metadata("j") == qx.JobMetadata()
+
+
+def test_watch_asks_for_metadata_only_when_it_yields(recorded):
+    """Rounds that find no new items cost no metadata call (a description can be large)."""
+    import threading
+    import time
+
+    writer = recorded.store.create_job("idle", streams=[{"name": "I"}], metadata={"attrs": {"a": 1}})
+    writer.stream("I").append(np.ones(2))
+    frames = qx.watch(recorded.job("idle"), every=0.01, timeout=60)
+    recorded.clear()
+    assert next(frames).attrs["a"] == 1
+
+    def append_after_idle_rounds() -> None:
+        for _ in range(3000):  # bounded: until watch has polled a few times without news
+            if recorded.methods().count("GetJobResultState") >= 4:
+                break
+            time.sleep(0.01)
+        writer.stream("I").append(np.ones(3))
+
+    thread = threading.Thread(target=append_after_idle_rounds)
+    thread.start()
+    assert next(frames).sizes["I_item"] == 5
+    thread.join(30)
+    assert recorded.methods().count("GetJobResultState") >= 5
+    assert recorded.methods().count("GetMetadata") == 2  # one per dataset yielded
+    frames.close()
