@@ -51,19 +51,19 @@ def _scale(units: str, *arrays: np.ndarray) -> tuple[float, str]:
 
 
 def _scaled(da: xr.DataArray | xr.Variable, name: Any = None, *also: np.ndarray
-            ) -> tuple[np.ndarray, str]:
-    """The values of `da` in the units `_scale` chooses (over `da` and `also`), and their label."""
+            ) -> tuple[np.ndarray, str, str]:
+    """The values of `da` in the units `_scale` chooses (over `da` and `also`), their label and
+    those units."""
     values = np.asarray(da.values)
     values = values.astype(float) if values.dtype.kind in "biuf" else values
     factor, units = _scale(str(da.attrs.get("units") or ""), values, *also)
-    text = str(da.attrs.get("long_name") or name or getattr(da, "name", None) or "")
-    return (values * factor if factor != 1.0 else values), (f"{text} [{units}]" if units else text)
+    return (values * factor if factor != 1.0 else values), label(da, name, units), units
 
 
 def _axis(da: xr.DataArray, dim: Any) -> tuple[np.ndarray, str, bool]:
     """Values and label of a dimension: its index coordinate if it has one, else positions."""
     if dim in da.coords and da[dim].ndim == 1 and np.asarray(da[dim].values).dtype.kind in "biufmM":
-        values, text = _scaled(da[dim], dim)
+        values, text, _ = _scaled(da[dim], dim)
         return values, text, True
     return np.arange(da.sizes[dim]), str(dim), False
 
@@ -81,8 +81,8 @@ def _plain(ax: Axes) -> None:
 def _shots(fig: Figure, p: Plan) -> None:
     ax, hist = fig.subplots(1, 2, width_ratios=[3, 2])
     raw_i, raw_q = (np.asarray(a.values, dtype=float) for a in p.arrays)
-    i, xlabel = _scaled(p.arrays[0], None, raw_q)  # one scale for both: the aspect stays equal
-    q, ylabel = _scaled(p.arrays[1], None, raw_i)
+    i, xlabel, units = _scaled(p.arrays[0], None, raw_q)  # one scale for both: the aspect stays equal
+    q, ylabel, _ = _scaled(p.arrays[1], None, raw_i)
     if p.color is None:
         ax.scatter(i, q, **MARKER)
     elif p.color.dtype == bool:
@@ -102,7 +102,6 @@ def _shots(fig: Figure, p: Plan) -> None:
     if p.color is not None:
         _state_histogram(hist, p.color)
     else:
-        units = xlabel.rpartition("[")[2].rstrip("]") if xlabel.endswith("]") else ""
         _projected_histogram(hist, i, q, units)
         _plain(hist)
 
@@ -143,14 +142,13 @@ def _lines(fig: Figure, p: Plan) -> None:
     for k, da in enumerate(p.arrays):
         ax = axes[0] if together else axes[k]
         x, xlabel, _ = _axis(da, da.dims[0])
-        y, ylabel = _scaled(da, None, *(raw if together else []))
+        y, ylabel, unit = _scaled(da, None, *(raw if together else []))
         ax.plot(x, y, marker="." if da.size <= 200 else None, linewidth=1, label=short_label(da))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         _plain(ax)
         axes[-1].set_xlabel(xlabel)
     if together and len(p.arrays) > 1:
-        unit = _scale(units.pop(), *raw)[1]
         axes[0].set_ylabel(", ".join(str(a.name) for a in p.arrays) + (f" [{unit}]" if unit else ""))
         axes[0].legend(loc="best")
 
@@ -160,7 +158,7 @@ def _images(fig: Figure, p: Plan) -> None:
     for k, (ax, da) in enumerate(zip(axes, p.arrays)):
         y, ylabel, y_coord = _axis(da, da.dims[0])
         x, xlabel, x_coord = _axis(da, da.dims[1])
-        values, text = _scaled(da)
+        values, text, _ = _scaled(da)
         image: ScalarMappable
         if x_coord or y_coord:
             image = ax.pcolormesh(x, y, values, shading="nearest")
@@ -185,7 +183,7 @@ def _traces(fig: Figure, p: Plan) -> None:
     da = p.arrays[0]
     dim = da.dims[1]
     x, xlabel, _ = _axis(da, dim)
-    values, ylabel = _scaled(da)
+    values, ylabel, _ = _scaled(da)
     n = values.shape[0]
     for k in range(max(0, n - N_TRACES), n):
         ax.plot(x, values[k], color="0.6", linewidth=0.6, alpha=0.6,

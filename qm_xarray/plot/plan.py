@@ -41,10 +41,11 @@ class Plan:
 
 
 # ------------------------------------------------------------------------------------------ labels
-def label(da: xr.DataArray | xr.Variable, name: Any = None) -> str:
-    """`long_name [units]` from the attributes, the name when there is no long_name."""
+def label(da: xr.DataArray | xr.Variable, name: Any = None, units: str | None = None) -> str:
+    """`long_name [units]` from the attributes (`units` given: those instead, e.g. with a
+    prefix), the name when there is no long_name."""
     text = str(da.attrs.get("long_name") or name or getattr(da, "name", None) or "")
-    units = da.attrs.get("units")
+    units = da.attrs.get("units") if units is None else units
     return f"{text} [{units}]" if units else text
 
 
