@@ -55,6 +55,8 @@ __all__ = [
     "live_plot",
     # persistence
     "export_zarr",
+    # relay
+    "CaptureResult", "Origin", "Relay", "capture",
     # server, producer, simulator
     "JobWriter", "RemoteStore", "ResultStore", "ResultsServer", "StreamSpec", "StreamWriter", "serve",
     "EXPERIMENTS", "Simulation", "simulate",
@@ -69,6 +71,8 @@ _LAZY = {
     ".metadata": ("Coordinate", "JobMetadata", "StreamMetadata"),
     ".lazy": ("JobSnapshot", "open_dataset", "refresh", "snapshot", "to_dask", "watch"),
     ".persist": ("export_zarr",),
+    ".relay": ("CaptureResult", "Relay", "capture"),
+    ".origin": ("Origin",),
     ".plot": ("live_plot",),
     ".producer": ("RemoteStore",),
     ".results": ("BaseSingleStreamFetcher", "SingleStreamMultipleResultFetcher",
@@ -102,6 +106,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .lazy import watch as watch
     from .plot import live_plot as live_plot
     from .persist import export_zarr as export_zarr
+    from .origin import Origin as Origin
+    from .relay import CaptureResult as CaptureResult
+    from .relay import Relay as Relay
+    from .relay import capture as capture
     from .producer import RemoteStore as RemoteStore
     from .results import BaseSingleStreamFetcher as BaseSingleStreamFetcher
     from .results import SingleStreamMultipleResultFetcher as SingleStreamMultipleResultFetcher

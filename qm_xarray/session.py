@@ -27,7 +27,6 @@ from .client.connection import DEFAULT_TIMEOUT, TlsCredentials, TlsOption, split
 from .client.deadlines import check_timeout
 from .client.models import ServerInfo
 from .client.qmm import QmmClient
-from .dtypes import item_shape
 from .errors import QmTypeError, QmValueError
 from .metadata import JobMetadata, change_of
 from .producer import RemoteStore
@@ -258,15 +257,7 @@ def _summary_from_results(connection: Connection, job_id: str, timeout: float | 
         headers = service.get_headers([(item.name, True) for item in schema], timeout) if schema else {}
     else:
         headers = {item.name: service.get_header(item.name, True, timeout) for item in schema}
-    streams = []
-    for item in schema:
-        header = headers[item.name]
-        dtype = header.dtype
-        timestamps = dtype.names is not None and "timestamp" in dtype.names
-        value = dtype["value"] if timestamps else dtype
-        shape = value.shape or item_shape(header.shape)
-        streams.append(StreamSummary(item.name, value.base.str, tuple(shape), item.is_single, timestamps,
-                                     item.expected_count, header.count_so_far))
+    streams = [StreamSummary.from_header(item, headers[item.name]) for item in schema]
     ended = state.done or state.closed
     errors = tuple(service.get_errors(timeout)) if ended else ()
     return JobSummary(job_id, "done" if state.done else "closed" if state.closed else "running",

@@ -36,6 +36,7 @@ DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
 RPC_TIMEOUT = 120.0      # deadline of data RPCs of export and plot
 TOKEN_ENV = config.TOKEN_ENV
 PRODUCER_TOKEN_ENV = "QM_XARRAY_PRODUCER_TOKEN"
+UPSTREAM_TOKEN_ENV = "QM_XARRAY_UPSTREAM_TOKEN"  # a relay's credential for its upstream
 
 
 class UsageError(Exception):

@@ -3,24 +3,46 @@
 It prints `listening on HOST:PORT` once it serves (tools wait for that line), then `stopped` when
 it has stopped. Bad options, an unreadable certificate, a directory that is not a store of ours or
 a port in use end it at once with one line on stderr.
+
+With `--upstream HOST[:PORT]` it is a relay (docs/relay.md): it captures jobs of that server (a
+QOP, or another of ours) into its `--store` while they run and serves the copies; it prints
+`relaying HOST:PORT` and then one `capture JOB: STATUS` line as each capture starts and ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import signal
 import socket
 import ssl
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from ..errors import QmValueError
+from ..client import config
+from ..errors import JobNotFoundError, QMConnectionError, QmValueError
+from ..relay import Relay
+from ..session import Connection
 from ..server.app import ResultsServer, is_loopback
 from ..server.store import ResultStore
-from .common import DEFAULT_PORT, PRODUCER_TOKEN_ENV, TOKEN_ENV, UsageError, check_token, env_token, read_pem
+from .common import (
+    DEFAULT_PORT,
+    PRODUCER_TOKEN_ENV,
+    TOKEN_ENV,
+    UPSTREAM_TOKEN_ENV,
+    UsageError,
+    check_token,
+    connected,
+    credentials,
+    env_token,
+    positive_seconds,
+    read_pem,
+)
 
 __all__ = ["add_parser", "cmd_serve"]
 
@@ -34,6 +56,11 @@ user of the machine (ps), the environment is not.
 
 TLS: --tls-cert and --tls-key name PEM files (certificate chain, unencrypted private key);
 clients trust the certificate with --tls-ca PEM. Listening beyond loopback without TLS warns.
+
+Relay: --upstream HOST[:PORT] --store DIR, with --job ID (repeatable) and/or --follow-new. The
+upstream's credentials (--upstream-token or ${UPSTREAM_TOKEN_ENV}, else qm-qua's
+~/.qm/config.json; --upstream-tls-ca, --upstream-tls-client-cert/-key, --upstream-cluster-name)
+are the relay's own: its clients present the relay's --token, never the upstream's.
 """
 
 
@@ -64,7 +91,60 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--max-workers", type=int, default=DEFAULT_WORKERS, metavar="N",
                    help=f"threads serving calls (default {DEFAULT_WORKERS}); each streaming call holds "
                         "one while it lasts, and calls beyond N are refused (clients retry)")
+    relay = p.add_argument_group("relay (docs/relay.md)")
+    relay.add_argument("--upstream", default=None, metavar="HOST[:PORT]",
+                       help="capture jobs of this server (a QOP, or qm-xarray serve) into --store "
+                            "while they run, and serve the copies under the same ids")
+    relay.add_argument("--job", action="append", default=[], metavar="ID",
+                       help="capture this upstream job (repeatable)")
+    relay.add_argument("--follow-new", action="store_true",
+                       help="capture every job the upstream lists that is running or appears later "
+                            "(a QOP 3, or qm-xarray serve)")
+    relay.add_argument("--upstream-token", default=None, metavar="TOKEN",
+                       help=f"the upstream's bearer token (default: ${UPSTREAM_TOKEN_ENV}, else "
+                            "qm-qua's ~/.qm/config.json)")
+    relay.add_argument("--upstream-tls-ca", default=None, metavar="PEM",
+                       help="reach the upstream with TLS, trusting this certificate (or CA)")
+    relay.add_argument("--upstream-tls-client-cert", default=None, metavar="PEM",
+                       help="client certificate for an upstream that requires mutual TLS")
+    relay.add_argument("--upstream-tls-client-key", default=None, metavar="PEM",
+                       help="private key of --upstream-tls-client-cert")
+    relay.add_argument("--upstream-cluster-name", default=None, metavar="NAME",
+                       help="cluster of the upstream QOP's gateway (default: any)")
+    relay.add_argument("--capture-deadline", type=float, default=60.0, metavar="SECONDS",
+                       help="mark a copy interrupted when its upstream has not answered for this "
+                            "long (default 60; it is tried again every --retry seconds)")
+    relay.add_argument("--retry", type=float, default=30.0, metavar="SECONDS",
+                       help="try an interrupted copy again after this long (default 30)")
+    relay.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
+                       help="how often the upstream's job list is read with --follow-new (default 1)")
     p.set_defaults(func=cmd_serve)
+
+
+def check_relay_options(args: argparse.Namespace) -> None:
+    """Relay options only with --upstream, and --upstream only with a durable --store."""
+    relay_only = [name for name, given in (("--job", args.job), ("--follow-new", args.follow_new))
+                  if given]
+    if args.upstream is None:
+        if relay_only:
+            raise UsageError(f"{' and '.join(relay_only)} need --upstream HOST[:PORT]")
+        return
+    if args.store is None:
+        raise UsageError("--upstream needs --store DIR: a relay keeps a durable copy of each job")
+    if not args.job and not args.follow_new:
+        raise UsageError("--upstream needs --job ID (repeatable) or --follow-new: which jobs to capture")
+    for name in ("capture_deadline", "retry", "poll"):
+        positive_seconds("--" + name.replace("_", "-"), getattr(args, name))
+
+
+def upstream_credentials(args: argparse.Namespace) -> argparse.Namespace:
+    """The --upstream-* options as the client options `credentials` reads (the relay's own
+    --token stays the relay's: $QM_XARRAY_TOKEN is never sent upstream)."""
+    token = args.upstream_token if args.upstream_token is not None else env_token(UPSTREAM_TOKEN_ENV)
+    return argparse.Namespace(token=token or config.qm_qua_token() or "",
+                              tls_ca=args.upstream_tls_ca, tls_client_cert=args.upstream_tls_client_cert,
+                              tls_client_key=args.upstream_tls_client_key,
+                              cluster_name=args.upstream_cluster_name)
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -136,9 +216,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-workers must be at least 1, got {args.max_workers}")
     if args.sync and args.store is None:
         raise UsageError("--sync needs --store DIR (a memory store has nothing to fsync)")
+    check_relay_options(args)
     tls = tls_pair(args)
     check_port_free(args.host, args.port)
-    store = open_result_store(args.store, args.sync)
+    with ExitStack() as stack:
+        upstream = stack.enter_context(reach_upstream(args)) if args.upstream is not None else None
+        store = open_result_store(args.store, args.sync)
+        stack.callback(store.close)
+        return _serve(args, store, upstream, token, producer_token, tls)
+    raise AssertionError("unreachable")  # pragma: no cover - the with block returns
+
+
+@contextmanager
+def reach_upstream(args: argparse.Namespace) -> Iterator[Connection]:
+    """The upstream, reached within the connect timeout (fails fast), with the client commands'
+    messages worded for the relay's options."""
+    names = {"--address": "--upstream", "--tls-ca": "--upstream-tls-ca",
+             "--cluster-name": "--upstream-cluster-name", "--token": "--upstream-token"}
+    try:
+        with connected(args.upstream, credentials(upstream_credentials(args)),
+                       jobs_service=args.follow_new) as upstream:
+            yield upstream
+    except QMConnectionError as exc:
+        if isinstance(exc, JobNotFoundError):
+            raise
+        text = str(exc)
+        for old, new in names.items():
+            text = re.sub(re.escape(old) + r"\b", new, text)
+        raise QMConnectionError(f"--upstream {args.upstream}: {text}") from None
+
+
+def _serve(args: argparse.Namespace, store: ResultStore, upstream: Connection | None,
+           token: str | None, producer_token: str | None, tls: tuple[bytes, bytes] | None) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -160,15 +269,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _warn(str(warning.message))
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    relay = None
     try:
         server.start()
         print(f"listening on {server.address}", flush=True)
         if store.path is not None:
             print(f"store {store.path}: {len(store.jobs())} jobs"
                   + (", fsync on every append" if store.sync else ""), flush=True)
+        if upstream is not None:
+            relay = Relay(upstream, store, jobs=args.job, follow_new=args.follow_new, poll=args.poll,
+                          deadline=args.capture_deadline, retry=args.retry,
+                          on_change=lambda job_id, status: print(f"capture {job_id}: {status}", flush=True))
+            relay.start()
+            print(f"relaying {upstream.details.target}"
+                  + (", following new jobs" if args.follow_new else ""), flush=True)
         while not stop.wait(0.5):
             pass
     finally:
+        if relay is not None:
+            relay.stop()
         server.stop(grace=1.0)
         for sig, handler in previous.items():
             if handler is not None:  # None: not set from Python

@@ -21,14 +21,14 @@ from .connection import ConnectionDetails
 from .models import SEVERITY_NAMES, Header, JobResultState, SchemaItem
 from .retry import ServerUnavailableError
 
-__all__ = ["JobResultApi", "STATUS_NAMES"]
+__all__ = ["JobResultApi", "STATUS_NAMES", "FINAL_STATUSES"]
 
 _PATH = "/qm.grpc.v2.JobService/"
 # JobExecutionStatus -> the reference's status names (UNSET is not mapped there; "Unknown" here).
 STATUS_NAMES = {common.UNSET: "Unknown", common.UNKNOWN: "Error", common.PENDING: "In queue",
                 common.LOADING: "In queue", common.RUNNING: "Running", common.COMPLETED: "Done",
                 common.CANCELED: "Canceled", common.ERROR: "Error", common.PROCESSING: "Processing"}
-_FINAL = {"Done", "Canceled", "Error"}
+FINAL_STATUSES = frozenset({"Done", "Canceled", "Error"})  # no change follows these
 
 
 S = TypeVar("S", covariant=True)
@@ -179,21 +179,29 @@ class JobResultApi(ServiceBase):
         return [(e.errorCode, SEVERITY_NAMES.get(e.errorSeverity, "error"), e.message)
                 for e in s.errors]
 
+    def follow_status(self, on_status: Callable[[str], bool], timeout: float) -> None:
+        """Hand each status the server pushes (GetJobStatusUpdates; the current one first, as the
+        reference names them) to `on_status` until it returns True, the server ends the stream,
+        or `timeout` passes (`QMTimeoutError`). A transient break reconnects within the deadline."""
+        request = pb.JobServiceGetJobStatusRequest(job_id=self.job_id)
+
+        def on_message(raw: pb.JobServiceGetJobStatusResponse) -> bool:
+            return on_status(STATUS_NAMES.get(_success(raw, "GetJobStatusUpdates").status, "Unknown"))
+
+        self._streaming(_PATH + "GetJobStatusUpdates", "GetJobStatusUpdates", timeout,
+                        lambda: request, on_message, pb.JobServiceGetJobStatusResponse.FromString)
+
     def wait_until_done(self, timeout: float, state_from_header: str | None = None) -> bool:
         """Follow the server's pushed status updates until the job ends (True if done)."""
-        request = pb.JobServiceGetJobStatusRequest(job_id=self.job_id)
         final: list[str] = []
 
-        def on_status(raw: pb.JobServiceGetJobStatusResponse) -> bool:
-            success = _success(raw, "GetJobStatusUpdates")
-            status = STATUS_NAMES.get(success.status, "Unknown")
-            if status in _FINAL:
+        def on_status(status: str) -> bool:
+            if status in FINAL_STATUSES:
                 final.append(status)
             return bool(final)
 
         try:  # after a transient break the updates start again: the current status comes first
-            self._streaming(_PATH + "GetJobStatusUpdates", "GetJobStatusUpdates", timeout,
-                            lambda: request, on_status, pb.JobServiceGetJobStatusResponse.FromString)
+            self.follow_status(on_status, timeout)
         except QMTimeoutError as exc:
             if isinstance(exc, ServerUnavailableError):
                 raise

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import QmValueError
 
 __all__ = ["TOKEN_ENV", "CONNECT_TIMEOUT_ENV", "DEFAULT_CONNECT_TIMEOUT", "GATEWAY_PORT",
-           "qm_user_config", "resolve_token", "connect_timeout", "default_ports", "check_token"]
+           "qm_user_config", "qm_qua_token", "resolve_token", "connect_timeout", "default_ports", "check_token"]
 
 log = logging.getLogger("qm_xarray.client")
 
@@ -61,6 +61,11 @@ def resolve_token(token: str | None) -> str | None:
         return check_token(token, "token")
     if os.environ.get(TOKEN_ENV):
         return check_token(os.environ[TOKEN_ENV], f"${TOKEN_ENV}")
+    return qm_qua_token()
+
+
+def qm_qua_token() -> str | None:
+    """The token qm-qua keeps in the user's ~/.qm/config.json, if any (checked)."""
     stored = qm_user_config().get(_TOKEN_KEY)
     if isinstance(stored, str) and stored:
         return check_token(stored, f"{_TOKEN_KEY} in ~/.qm/config.json")

@@ -8,12 +8,14 @@ from typing import TypeVar
 import grpc
 
 from ..metadata import JobMetadata
+from ..origin import Origin
 from ..wire.pb.qm_xarray.v1 import control_pb2 as pb
 from ..wire.pb.qm_xarray.v1 import control_pb2_grpc as pb_grpc
 from . import retry
 from .connection import ConnectionDetails
 from .errors import map_rpc_error
-from .models import ServerInfo
+from ..dtypes import item_shape
+from .models import Header, SchemaItem, ServerInfo
 
 __all__ = ["JobsClient", "JobSummary", "StreamSummary", "ServerInfo"]
 
@@ -32,6 +34,17 @@ class StreamSummary:
     expected_count: int
     count: int
 
+    @classmethod
+    def from_header(cls, item: SchemaItem, header: Header) -> StreamSummary:
+        """The declaration a results server's schema item and (flat) header describe: what a
+        server of ours would need to serve the same bytes under the same headers."""
+        dtype = header.dtype
+        timestamps = dtype.names is not None and "timestamp" in dtype.names
+        value = dtype["value"] if timestamps else dtype
+        shape = value.shape or item_shape(header.shape)
+        return cls(item.name, value.base.str, tuple(shape), item.is_single, timestamps,
+                   item.expected_count, header.count_so_far)
+
 
 @dataclass(frozen=True)
 class JobSummary:
@@ -42,6 +55,7 @@ class JobSummary:
     streams: tuple[StreamSummary, ...]
     created: float
     updated: float
+    origin: Origin | None = None  # on a relay: the upstream job this is a copy of, and its standing
 
     @classmethod
     def from_pb(cls, info: pb.JobInfo) -> JobSummary:
@@ -52,7 +66,8 @@ class JobSummary:
             streams=tuple(StreamSummary(s.spec.name, s.spec.dtype, tuple(s.spec.shape), s.spec.single,
                                         s.spec.timestamps, s.spec.expected_count, s.count)
                           for s in info.streams),
-            created=info.created_unix, updated=info.updated_unix)
+            created=info.created_unix, updated=info.updated_unix,
+            origin=Origin.from_message(info.capture) if info.HasField("capture") else None)
 
 
 class JobsClient:

@@ -35,7 +35,21 @@ def job_info(job: Job) -> pb.JobInfo:
         errors=[pb.ExecutionError(code=e.code, severity=e.severity, message=e.message)
                 for e in job.errors],
         streams=[stream_info(s) for s in job.streams.values()],
-        created_unix=job.created, updated_unix=job.updated)
+        created_unix=job.created, updated_unix=job.updated,
+        capture=job.origin.to_message() if job.origin is not None else None)
+
+
+def producer_writer(store: ResultStore, job_id: str, *, settling: bool = False) -> JobWriter:
+    """The writer of a job a producer may change. A relay's copy of an upstream job takes results
+    only from its upstream; an interrupted copy may be ended by hand (`settling`: `qm-xarray close`)."""
+    writer = store.writer(job_id)
+    origin = writer.job.origin
+    if origin is not None and not (settling and origin.interrupted):
+        raise InvalidRequest(
+            f"job {job_id!r} is a relay's copy of job {origin.job_id!r} of {origin.upstream}: it takes "
+            f"results only from there" +
+            ("; an interrupted copy can be ended with qm-xarray close" if settling else ""))
+    return writer
 
 
 def _specs(messages: Iterable[pb.StreamSpec]) -> list[StreamSpec]:
@@ -92,7 +106,7 @@ class ProducerService:
 
     @rpc
     def AddStreams(self, request: pb.AddStreamsRequest, context: grpc.ServicerContext) -> pb.JobInfo:
-        writer = self.store.writer(request.job_id)
+        writer = producer_writer(self.store, request.job_id)
         for spec in _specs(request.streams):
             writer.declare(spec)
         return job_info(writer.job)
@@ -103,14 +117,14 @@ class ProducerService:
         touched: dict[tuple[str, str], Stream] = {}
         for request in requests:
             key = (request.job_id, request.stream)
-            stream = touched.get(key) or self.store.job(request.job_id).stream(request.stream)
+            stream = touched.get(key) or producer_writer(self.store, request.job_id).job.stream(request.stream)
             stream.append_bytes(request.data, request.count)
             touched[key] = stream
         return pb.AppendItemsResponse(streams=[stream_info(s) for s in touched.values()])
 
     @rpc
     def SetJobState(self, request: pb.SetJobStateRequest, context: grpc.ServicerContext) -> pb.JobInfo:
-        writer = self.store.writer(request.job_id)
+        writer = producer_writer(self.store, request.job_id, settling=True)
         transition = _TRANSITIONS.get(request.transition)
         if transition is None:
             raise InvalidRequest(f"unknown job state transition {request.transition}")
@@ -119,7 +133,7 @@ class ProducerService:
 
     @rpc
     def AddError(self, request: pb.AddErrorRequest, context: grpc.ServicerContext) -> pb.JobInfo:
-        writer = self.store.writer(request.job_id)
+        writer = producer_writer(self.store, request.job_id)
         e = request.error
         writer.add_error(e.message, e.code, e.severity or ERROR)  # checks the severity
         return job_info(writer.job)

@@ -2,7 +2,8 @@
 
     DIR/qm-xarray-store.json              {"format": "qm-xarray-store", "version": 1}
     DIR/lock                              held (flock) by the one process serving the store
-    DIR/jobs/<job id>/job.json            state, data loss, errors, stream declarations, metadata
+    DIR/jobs/<job id>/job.json            state, data loss, errors, stream declarations, metadata,
+                                          and on a relay the origin of a copied job
     DIR/jobs/<job id>/<stream>.items      save_all streams: raw packed items, append-only
     DIR/jobs/<job id>/<stream>.value      save streams: the current value, replaced atomically
 
@@ -30,6 +31,7 @@ from ..errors import QmValueError
 from ..execution_errors import ExecutionError
 from ..files import write_atomic
 from ..metadata import JobMetadata
+from ..origin import Origin
 from ..streams import StreamSpec, declarations
 from .storage import FileItems, FileValue, Items, MemoryItems, MemoryValue
 
@@ -53,6 +55,7 @@ class JobRecord:
     errors: tuple[ExecutionError, ...] = ()
     streams: tuple[StreamSpec, ...] = ()
     metadata: JobMetadata = JobMetadata()
+    origin: Origin | None = None  # a relay's copy of an upstream job
 
 
 def open_store(path: Path) -> int:
@@ -108,6 +111,8 @@ def save_record(path: Path, record: JobRecord, sync: bool) -> None:
         "streams": [asdict(s) for s in record.streams],
         "metadata": record.metadata.to_json(),
     }
+    if record.origin is not None:
+        fields["origin"] = record.origin.to_json()
     directory = _job_dir(path, record.id)
     directory.mkdir(parents=True, exist_ok=True)
     write_atomic(directory / "job.json", json.dumps(fields, indent=1).encode(), sync)
@@ -126,5 +131,6 @@ def load_records(path: Path) -> list[JobRecord]:
             errors=tuple(ExecutionError.create(e["message"], e["code"], e["severity"])
                          for e in fields["errors"]),
             streams=tuple(declarations(fields["streams"])),
-            metadata=JobMetadata.from_json(fields.get("metadata"))))
+            metadata=JobMetadata.from_json(fields.get("metadata")),
+            origin=Origin.from_json(fields.get("origin"))))
     return records

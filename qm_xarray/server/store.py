@@ -28,6 +28,7 @@ from ..errors import JobFinishedError, JobNotFoundError, QmValueError, StreamNot
 from ..execution_errors import ExecutionError
 from ..limits import MAX_COUNT
 from ..metadata import JobMetadata, MetadataChange, as_change, change_of, names_of, stream_change
+from ..origin import Origin
 from ..streams import DEFAULT_DTYPE, StreamDeclarations, StreamSpec, declarations
 from . import durable
 from .storage import Items, MemoryItems, MemoryValue
@@ -134,6 +135,7 @@ class Job:
         self._dataloss = False
         self._errors: list[ExecutionError] = []
         self._metadata = JobMetadata()
+        self._origin: Origin | None = None
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._version = 0
@@ -149,6 +151,7 @@ class Job:
         job._dataloss = record.has_dataloss
         job._errors = list(record.errors)
         job._metadata = record.metadata
+        job._origin = record.origin
         job.updated = record.updated
         return job
 
@@ -157,7 +160,8 @@ class Job:
         return durable.JobRecord(
             id=self.id, created=self.created, updated=self.updated, state=self._state.value,
             has_dataloss=self._dataloss, errors=tuple(self._errors),
-            streams=tuple(s.spec for s in self._streams.values()), metadata=self._metadata)
+            streams=tuple(s.spec for s in self._streams.values()), metadata=self._metadata,
+            origin=self._origin)
 
     @property
     def streams(self) -> dict[str, Stream]:
@@ -190,6 +194,11 @@ class Job:
     def metadata(self) -> JobMetadata:
         """What the job says of its results: axes, units, names and attributes (metadata.py)."""
         return self._metadata
+
+    @property
+    def origin(self) -> Origin | None:
+        """On a relay, the upstream job this job is a copy of and how the copy stands."""
+        return self._origin
 
     @property
     def errors(self) -> list[ExecutionError]:
@@ -258,6 +267,14 @@ class Job:
         with self._lock:
             self._errors.append(error)
         self._changed_metadata()
+
+    def _set_origin(self, origin: Origin) -> None:
+        """Saved (and readers woken) when the copy's standing changes; a round's live figures
+        (`checked`, `behind`) are only kept in memory: no file is rewritten per round."""
+        standing_changed = not origin.same_standing(self._origin)
+        self._origin = origin
+        if standing_changed:
+            self._changed_metadata()
 
     def _changed_metadata(self) -> None:
         self.store._save_job(self)
@@ -348,6 +365,10 @@ class JobWriter:
         """Record an execution error (`severity` "error" or "warning"); the job goes on."""
         self.job._add_error(ExecutionError.create(message, code, severity))
 
+    def set_origin(self, origin: Origin) -> None:
+        """Say where this job is copied from and how the copy stands (the relay's seam)."""
+        self.job._set_origin(origin)
+
     def __repr__(self) -> str:
         return f"<JobWriter {self.id} {self.job.state.value}>"
 
@@ -400,13 +421,15 @@ class ResultStore:
             durable.save_record(self.path, job.record(), self.sync)
 
     def create_job(self, job_id: str | None = None, streams: StreamDeclarations = (),
-                   metadata: JobMetadata | Mapping[str, Any] | None = None) -> JobWriter:
+                   metadata: JobMetadata | Mapping[str, Any] | None = None,
+                   origin: Origin | None = None) -> JobWriter:
         """Create a running job; `job_id` picks its id (else `job-N`).
 
         `streams` declares streams at once (`StreamSpec`s, or dicts of `JobWriter.add_stream`
         arguments with a "name", or a mapping name -> arguments), and `metadata` describes them
         (a `JobMetadata`, or `JobWriter.describe`'s arguments as a dict); all are validated
-        before anything is created, so a bad one leaves no job behind.
+        before anything is created, so a bad one leaves no job behind. `origin` makes it a copy of
+        an upstream job (a relay's), saved with it from the start.
         """
         specs = declarations(streams)
         names = [s.name for s in specs]
@@ -428,6 +451,7 @@ class ResultStore:
             for spec in specs:
                 job._add_stream(spec)
             job._metadata = described
+            job._origin = origin
             self._jobs[job_id] = job
         self._save_job(job)
         return JobWriter(job)

@@ -8,7 +8,8 @@
   gives the item ranges the data RPCs asked for (each item fetched once?);
 - `strategies`: hypothesis strategies for stream layouts and items (needs hypothesis);
 - `StandInQop`: an independent stand-in QOP 2/3 server built only from qm-qua's generated
-  servicers, for compatibility tests (needs qm-qua; loaded on first use);
+  servicers, for compatibility tests (needs qm-qua; loaded on first use); `QopProcess`: the same
+  in a child process, driven by commands, that a test can kill -9 and restart (a relay's upstream);
 - `Redirector`: a cleartext HTTP/2 stand-in for the gateway's redirect probe `POST /` (needs h2;
   loaded on first use).
 
@@ -34,9 +35,9 @@ from .recording import RecordingInterceptor
 from .reference import REFERENCE_MODES, our_streams_manager, reference_streams_manager
 
 # optional dependencies (qm-qua, h2): imported on first use, so `import qm_xarray.testing` needs neither
-_WHERE = {"StandInQop": ".qop", "Redirector": ".redirect"}
+_WHERE = {"StandInQop": ".qop", "QopProcess": ".qop_process", "Redirector": ".redirect"}
 
-__all__ = ["REFERENCE_MODES", "RecordingInterceptor", "Redirector", "STREAM_KINDS", "StandInQop",
+__all__ = ["QopProcess", "REFERENCE_MODES", "RecordingInterceptor", "Redirector", "STREAM_KINDS", "StandInQop",
            "StreamKind", "embedded_server", "make_items", "make_job", "our_streams_manager",
            "reference_streams_manager"]
 
@@ -44,6 +45,7 @@ __getattr__, __dir__ = lazy_names(__name__, globals(), _WHERE)
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from .qop import StandInQop
+    from .qop_process import QopProcess
     from .redirect import Redirector
 
 

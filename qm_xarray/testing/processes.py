@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,12 +100,16 @@ class ServerProcess:
     """
 
     def __init__(self, store_dir: str | os.PathLike[str] | None = None, port: int = 0,
-                 log_dir: str | os.PathLike[str] | None = None, use_cli: bool | None = None):
+                 log_dir: str | os.PathLike[str] | None = None, use_cli: bool | None = None,
+                 args: Sequence[str] = ()):
         self.store_dir = None if store_dir is None else Path(store_dir)
         self.port = port
         self.child: Child | None = None
         self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="qx-srv-"))
         self.use_cli = (self.store_dir is None or cli_supports_store()) if use_cli is None else use_cli
+        self.args = list(args)  # more `qm-xarray serve` options, e.g. a relay's --upstream
+        if self.args and not self.use_cli:
+            raise ValueError("serve options (args) need the CLI's serve (use_cli)")
         self.starts = 0
         self.start_seconds: list[float] = []
 
@@ -128,7 +133,7 @@ class ServerProcess:
     def _command(self) -> list[str]:
         if self.use_cli:
             cmd = [sys.executable, "-m", "qm_xarray", "serve", "--host", HOST, "--port", str(self.port)]
-            return cmd + (["--store", str(self.store_dir)] if self.store_dir is not None else [])
+            return cmd + (["--store", str(self.store_dir)] if self.store_dir is not None else []) + self.args
         return [sys.executable, "-c", _SERVER_CODE, str(self.store_dir or ""), str(self.port)]
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
@@ -151,6 +156,15 @@ class ServerProcess:
 
     def alive(self) -> bool:
         return self.child is not None and self.child.alive()
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float) -> str:
+        """The first line the server printed (this start) that matches, waited for by a deadline."""
+        assert self.child is not None, "the server is not running"
+        line = self.child.wait_for(predicate, timeout)
+        if line is None:
+            raise RuntimeError(f"the server {self.address} printed no such line within {timeout} s; it "
+                               f"printed {self.child.lines}; log:\n{self.log_path.read_text()[-2000:]}")
+        return line
 
     def peak_rss(self) -> int:
         """The server's peak resident set size in bytes (VmHWM), while it runs."""

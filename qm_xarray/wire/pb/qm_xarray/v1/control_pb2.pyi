@@ -68,7 +68,7 @@ class ExecutionError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., severity: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "state", "has_dataloss", "errors", "streams", "created_unix", "updated_unix")
+    __slots__ = ("job_id", "state", "has_dataloss", "errors", "streams", "created_unix", "updated_unix", "capture")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     HAS_DATALOSS_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class JobInfo(_message.Message):
     STREAMS_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
     UPDATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     has_dataloss: bool
@@ -83,7 +84,24 @@ class JobInfo(_message.Message):
     streams: _containers.RepeatedCompositeFieldContainer[StreamInfo]
     created_unix: float
     updated_unix: float
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., has_dataloss: _Optional[bool] = ..., errors: _Optional[_Iterable[_Union[ExecutionError, _Mapping]]] = ..., streams: _Optional[_Iterable[_Union[StreamInfo, _Mapping]]] = ..., created_unix: _Optional[float] = ..., updated_unix: _Optional[float] = ...) -> None: ...
+    capture: Capture
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., has_dataloss: _Optional[bool] = ..., errors: _Optional[_Iterable[_Union[ExecutionError, _Mapping]]] = ..., streams: _Optional[_Iterable[_Union[StreamInfo, _Mapping]]] = ..., created_unix: _Optional[float] = ..., updated_unix: _Optional[float] = ..., capture: _Optional[_Union[Capture, _Mapping]] = ...) -> None: ...
+
+class Capture(_message.Message):
+    __slots__ = ("upstream", "upstream_job_id", "status", "reason", "checked_unix", "behind_items")
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    BEHIND_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    upstream: str
+    upstream_job_id: str
+    status: str
+    reason: str
+    checked_unix: float
+    behind_items: int
+    def __init__(self, upstream: _Optional[str] = ..., upstream_job_id: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., checked_unix: _Optional[float] = ..., behind_items: _Optional[int] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,330 @@
+"""`qx.capture(job, store)`: keep a copy of one upstream job in a ResultStore while it runs.
+
+A round asks the upstream for its streams' headers and fetches only the items the copy lacks (one
+call each for all streams where the upstream fetches several at once), then appends them: whole
+items only, each exactly once, since every round starts from the copy's own counts. That is also
+how a capture resumes after a crash (kill -9) of its process: a durable store cuts a torn item
+off when reopened, and the next capture starts from what is there.
+
+State changes come pushed where the upstream pushes them (v2 `GetJobStatusUpdates`), else from one
+state call per round; rounds back off (`interval` doubling to `max_interval`) while nothing comes.
+When the upstream job has ended, a last round takes its final items, errors, data-loss flag and
+metadata, and the copy ends the same way (done or closed) and is `complete`.
+
+A failing upstream (down, restarting, forgetting the job) is retried until it has not answered
+for `deadline` seconds; then the copy is marked `interrupted` (docs/relay.md) and `capture`
+returns: the job is not ended, since nobody knows how it ended. Capturing it again resumes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..client.api_v2 import FINAL_STATUSES
+from ..client.deadlines import check_timeout
+from ..errors import QmQuaException, QMTimeoutError, QmValueError
+from ..limits import CAPTURE_ROUND_BYTES
+from ..metadata import MetadataChange
+from ..origin import COMPLETE, INTERRUPTED, Origin
+from ..server.store import Job as StoredJob
+from ..server.store import JobState, JobWriter, ResultStore
+from ..session import Job, as_job
+from ..streams import StreamSpec
+from .upstream import Upstream, Want
+
+__all__ = ["capture", "Capture", "CaptureResult", "STOPPED"]
+
+log = logging.getLogger("qm_xarray.relay")
+
+STOPPED = "stopped"  # a capture's outcome when asked to stop: the copy stays as it is, resumable
+PUSH_WINDOW = 10.0   # seconds one status-updates call is held before it is opened again
+REFRESH_SECONDS = 2.0  # how often errors, metadata and (ours) new streams are read while running
+
+
+@dataclass
+class CaptureResult:
+    """How a capture ended: `status` is "complete", "interrupted" or "stopped"."""
+
+    job_id: str
+    status: str
+    state: str                      # the copy's job state: "running", "done" or "closed"
+    counts: dict[str, int]          # items per stream in the copy
+    rounds: int = 0                 # rounds that reached the upstream
+    calls: int = 0                  # calls made to the upstream
+    bytes: int = 0                  # item bytes fetched from the upstream
+    reason: str = ""                # why it was interrupted
+
+
+class UpstreamMismatchError(QmValueError):
+    """The upstream job is not the one the copy holds (fewer items, other streams): not retried."""
+
+
+class Capture:
+    """One upstream job mirrored into `store` (see the module docstring); `run()` does it.
+
+    `stop` (an Event) ends it between rounds with the copy resumable; `call_timeout` is the
+    deadline of each upstream call (default: the shorter of 10 s and `deadline`).
+    """
+
+    def __init__(self, job: Any, store: ResultStore, *, interval: float = 0.05, max_interval: float = 1.0,
+                 deadline: float = 60.0, call_timeout: float | None = None,
+                 stop: threading.Event | None = None):
+        self.source: Job = as_job(job)
+        self.store = store
+        self.interval = check_timeout(interval)
+        self.max_interval = max(check_timeout(max_interval), self.interval)
+        self.deadline = check_timeout(deadline)
+        self.call_timeout = check_timeout(call_timeout) if call_timeout is not None else min(10.0, deadline)
+        self.stop = stop if stop is not None else threading.Event()
+        self.upstream: Upstream | None = None
+        self.writer: JobWriter | None = None
+        self._wake = threading.Event()
+        self._over = threading.Event()
+        self._status: str | None = None  # the last status the upstream pushed
+        self._rounds = 0
+        self._moved = False  # the last round appended something
+        self._behind = 0  # items the upstream had after the last round that the copy has not
+        self._refreshed = 0.0
+        self._metadata_seen: Any = None
+
+    @property
+    def job_id(self) -> str:
+        return self.source.id
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> CaptureResult:
+        """Capture until the job ends upstream (complete), the upstream is gone for longer than
+        the deadline (interrupted) or `stop` is set (stopped)."""
+        try:
+            return self._run()
+        finally:
+            self._over.set()
+
+    def _run(self) -> CaptureResult:
+        existing = self._existing()
+        if existing is not None and existing.state is not JobState.RUNNING:
+            return self._result(COMPLETE if existing.origin is None or existing.origin.status == COMPLETE
+                                else existing.origin.status)
+        last_ok, backoff = time.monotonic(), self.interval
+        pusher: threading.Thread | None = None
+        while not self.stop.is_set():
+            try:
+                if self.upstream is None:
+                    self.upstream = Upstream(self.source, self.call_timeout)
+                if self.writer is None:
+                    self.writer = self._open(existing)
+                if pusher is None and self.upstream.pushes:
+                    pusher = threading.Thread(target=self._follow, name=f"qx-capture-status-{self.job_id}",
+                                              daemon=True)
+                    pusher.start()
+                if self._round_and_maybe_finish():
+                    return self._result(COMPLETE)
+                last_ok = time.monotonic()
+                backoff = self.interval if self._moved else min(backoff * 2, self.max_interval)
+            except UpstreamMismatchError as exc:
+                return self._interrupt(str(exc))
+            except (QmQuaException, OSError) as exc:
+                if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+                    raise  # our own disk: not the upstream's fault, nothing to wait out
+                silent = time.monotonic() - last_ok
+                log.info("capture of %s: the upstream failed (%s); retrying", self.job_id, exc)
+                if silent >= self.deadline:
+                    return self._interrupt(f"the upstream {self._address} has not answered for "
+                                           f"{silent:.0f} s (last: {type(exc).__name__}: {exc})")
+                backoff = min(max(backoff, self.interval) * 2, self.max_interval)
+            self._wake.wait(backoff)
+            self._wake.clear()
+        return self._result(STOPPED)
+
+    def _round_and_maybe_finish(self) -> bool:
+        """One round; when the upstream job has ended, the final round and the copy's end."""
+        upstream = self.upstream
+        assert upstream is not None
+        ended = None
+        refresh_due = time.monotonic() - self._refreshed >= REFRESH_SECONDS
+        # pushed: ask for the state once the push says it ended (and now and then, should a
+        # push go missing); else every round
+        if not upstream.pushes or self._status in FINAL_STATUSES or refresh_due:
+            state = upstream.state()
+            ended = state if (state.done or state.closed) else None
+        if ended is not None or refresh_due:
+            self._refresh()  # first: a stream declared since is in this round
+        self._round()
+        if ended is None:
+            return False
+        while self._behind:  # a round takes at most CAPTURE_ROUND_BYTES: drain what is left
+            self._round()
+        writer = self._writer
+        if ended.has_dataloss and not writer.job.has_dataloss:
+            writer.mark_dataloss()
+        if ended.done:
+            writer.finish()
+        else:
+            writer.cancel()
+        writer.set_origin(self._origin.complete())
+        return True
+
+    def _round(self) -> None:
+        """Fetch the items the copy lacks (at most CAPTURE_ROUND_BYTES) and append them."""
+        upstream, job = self.upstream, self._writer.job
+        assert upstream is not None
+        streams = job.streams
+        headers = upstream.headers(list(streams))
+        wants: list[Want] = []
+        budget = CAPTURE_ROUND_BYTES
+        behind = 0
+        for name, header in headers.items():
+            local = streams[name]
+            if local.single:
+                if header.count_so_far > 0:
+                    wants.append((header, 0, 1))
+                continue
+            have = local.count
+            if header.count_so_far < have:
+                raise UpstreamMismatchError(
+                    f"stream {name!r} of the upstream job has {header.count_so_far} items and the copy "
+                    f"{have}: the upstream {self._address} no longer serves the job that was copied")
+            behind += header.count_so_far - have
+            take = min(header.count_so_far - have, max(1, budget // local.layout.itemsize))
+            if take > 0:
+                wants.append((header, have, have + take))
+                budget -= take * local.layout.itemsize
+        if any(h.has_dataloss for h in headers.values()) and not job.has_dataloss:
+            self._writer.mark_dataloss()
+        moved = 0
+        for name, (buffer, count) in upstream.fetch(wants).items():
+            local = streams[name]
+            size = local.layout.itemsize
+            data = buffer.data[:count * size]
+            if local.single:
+                _, pieces = local.read(0, 1)
+                if count and b"".join(pieces) == data.tobytes():
+                    continue  # the same value as before: nothing to write
+            else:
+                behind -= count
+            local.append_bytes(data, count)
+            moved += count
+        self._moved, self._behind = moved > 0, behind
+        self._rounds += 1
+        self._writer.set_origin(self._origin.progress(behind))
+
+    def _refresh(self) -> None:
+        """What changes rarely: execution errors, metadata and (our upstream) new streams."""
+        upstream, writer = self.upstream, self._writer
+        assert upstream is not None
+        self._refreshed = time.monotonic()
+        errors = upstream.errors()
+        have = len(writer.job.errors)
+        for code, severity, message in errors[have:]:
+            writer.add_error(message, code, severity)
+        if not upstream.ours:
+            return
+        known = writer.job.streams
+        new = [item for item in upstream.schema() if item.name not in known]
+        if new:
+            for s in upstream.declarations(new):
+                writer.declare(StreamSpec.create(s.name, s.dtype, s.shape, s.single, s.timestamps,
+                                                 s.expected_count))
+        metadata = upstream.metadata()
+        if metadata != self._metadata_seen:
+            writer.apply(MetadataChange(metadata, replace=True))
+            self._metadata_seen = metadata
+
+    # --- the copy ------------------------------------------------------------------------------
+
+    def _existing(self) -> StoredJob | None:
+        try:
+            job = self.store.job(self.job_id)
+        except QmQuaException:
+            return None
+        if job.origin is None:
+            raise QmValueError(f"the store already holds a job {self.job_id!r} that is not a copy of an "
+                               f"upstream job: capture into another store, or remove that job")
+        return job
+
+    def _open(self, existing: StoredJob | None) -> JobWriter:
+        """The copy: resumed from the store, or created from the upstream's schema."""
+        if existing is not None:
+            return JobWriter(existing)
+        upstream = self.upstream
+        assert upstream is not None
+        declared = upstream.declarations(upstream.schema())
+        specs = [StreamSpec.create(s.name, s.dtype, s.shape, s.single, s.timestamps, s.expected_count)
+                 for s in declared]
+        metadata = upstream.metadata()
+        self._metadata_seen = metadata
+        return self.store.create_job(self.job_id, streams=specs, metadata=metadata,
+                                     origin=Origin(self._address, self.job_id))
+
+    @property
+    def _address(self) -> str:
+        return self.source.connection.details.target
+
+    @property
+    def _writer(self) -> JobWriter:
+        assert self.writer is not None
+        return self.writer
+
+    @property
+    def _origin(self) -> Origin:
+        origin = self._writer.job.origin
+        return origin if origin is not None else Origin(self._address, self.job_id)
+
+    def _interrupt(self, reason: str) -> CaptureResult:
+        log.warning("capture of %s interrupted: %s", self.job_id, reason)
+        if self.writer is not None:
+            self.writer.set_origin(self._origin.interrupt(reason))
+        result = self._result(INTERRUPTED)
+        result.reason = reason
+        return result
+
+    def _result(self, status: str) -> CaptureResult:
+        try:
+            job = self.store.job(self.job_id)
+        except QmQuaException:
+            return CaptureResult(self.job_id, status, "running", {}, self._rounds)
+        upstream = self.upstream
+        return CaptureResult(self.job_id, status, job.state.value,
+                             {name: s.count for name, s in job.streams.items()}, self._rounds,
+                             upstream.calls if upstream else 0, upstream.bytes if upstream else 0,
+                             job.origin.reason if job.origin is not None else "")
+
+    # --- pushed status -------------------------------------------------------------------------
+
+    def _follow(self) -> None:
+        """Follow the upstream's pushed status changes, waking the loop on each (a thread)."""
+        upstream = self.upstream
+        assert upstream is not None
+        while not self._over.is_set() and self._status not in FINAL_STATUSES:
+            try:
+                upstream.follow_status(self._on_status, PUSH_WINDOW)
+            except QMTimeoutError:
+                continue  # the window passed (or the upstream is away): open it again
+            except QmQuaException:
+                self._over.wait(1.0)  # the loop's own calls decide when the upstream is gone
+                continue
+            self._over.wait(0.2)  # the server ended the stream: open it again
+
+    def _on_status(self, status: str) -> bool:
+        if status != self._status:
+            self._status = status
+            self._wake.set()
+        return status in FINAL_STATUSES or self._over.is_set()
+
+
+def capture(job: Any, store: ResultStore, *, interval: float = 0.05, max_interval: float = 1.0,
+            deadline: float = 60.0, call_timeout: float | None = None,
+            stop: threading.Event | None = None) -> CaptureResult:
+    """Copy `job` (our Job, or qm-qua's job objects) into `store` while it runs, until it ends.
+
+    Returns how it ended: "complete" (the copy equals the upstream job, ended the same way),
+    "interrupted" (the upstream did not answer for `deadline` seconds; the copy says so) or
+    "stopped" (`stop` was set). Run again on the same store to resume. docs/relay.md.
+    """
+    return Capture(job, store, interval=interval, max_interval=max_interval, deadline=deadline,
+                   call_timeout=call_timeout, stop=stop).run()
