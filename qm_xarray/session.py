@@ -242,7 +242,8 @@ def describe(job: Any, attrs: Mapping[str, Any] | None = None, coords: Mapping[s
     if not target.connection.server.is_qm_xarray:
         raise MetadataNotKeptError(
             f"the server at {details.target} is not a qm-xarray server (a QOP?) and keeps no metadata; "
-            f"nothing was stored. Keep it with a copy of the job on a qm-xarray server (qx.serve), or "
+            f"nothing was stored. Keep it with a copy of the job on a qm-xarray relay (qm-xarray serve "
+            f"--upstream {details.target} --store DIR --follow-new, then describe the job there), or "
             f"pass dims= and coords= when you open: xr.open_dataset(job, engine='qm', dims=..., "
             f"coords=...)")
     store = RemoteStore(details, token=token, timeout=timeout or details.timeout)

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from ..client import config
+from ..client import AuthenticationError, config
 from ..errors import JobNotFoundError, QMConnectionError, QmValueError
 from ..relay import Relay
 from ..session import Connection
@@ -243,6 +243,8 @@ def reach_upstream(args: argparse.Namespace) -> Iterator[Connection]:
         text = str(exc)
         for old, new in names.items():
             text = re.sub(re.escape(old) + r"\b", new, text)
+        if isinstance(exc, AuthenticationError) and "--upstream-token" not in text:
+            text += f" (give the upstream's token: --upstream-token TOKEN, or set {UPSTREAM_TOKEN_ENV})"
         raise QMConnectionError(f"--upstream {args.upstream}: {text}") from None
 
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -101,13 +101,14 @@ class ServerProcess:
 
     def __init__(self, store_dir: str | os.PathLike[str] | None = None, port: int = 0,
                  log_dir: str | os.PathLike[str] | None = None, use_cli: bool | None = None,
-                 args: Sequence[str] = ()):
+                 args: Sequence[str] = (), env: Mapping[str, str] | None = None):
         self.store_dir = None if store_dir is None else Path(store_dir)
         self.port = port
         self.child: Child | None = None
         self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="qx-srv-"))
         self.use_cli = (self.store_dir is None or cli_supports_store()) if use_cli is None else use_cli
         self.args = list(args)  # more `qm-xarray serve` options, e.g. a relay's --upstream
+        self.env = dict(env or {})  # more environment variables (e.g. a relay's upstream token)
         if self.args and not self.use_cli:
             raise ValueError("serve options (args) need the CLI's serve (use_cli)")
         self.starts = 0
@@ -144,7 +145,7 @@ class ServerProcess:
         t0 = time.monotonic()
         with open(self.log_path, "w") as log:  # the child writes to its own copy of the descriptor
             # `qm-xarray serve` stops on SIGTERM, not on the end of its stdin: no wait before it
-            self.child = Child(self._command(), stderr=log, env=_child_env(), term_after=0,
+            self.child = Child(self._command(), stderr=log, env={**_child_env(), **self.env}, term_after=0,
                                name=f"server {self.address}")
         line = self.child.wait_for(lambda s: s.startswith("listening on "), timeout)
         if line is None:
