@@ -50,7 +50,7 @@ __all__ = [
     "BaseSingleStreamFetcher", "SingleStreamMultipleResultFetcher", "SingleStreamSingleResultFetcher",
     "StreamsManager",
     # lazy
-    "JobSnapshot", "open_dataset", "refresh", "snapshot", "to_dask", "watch",
+    "CaptureInterruptedWarning", "JobSnapshot", "open_dataset", "refresh", "snapshot", "to_dask", "watch",
     # plots
     "live_plot",
     # persistence
@@ -69,7 +69,7 @@ _LAZY = {
     ".client.retry": ("ServerUnavailableError",),
     ".session": ("Connection", "Job", "MetadataNotKeptError", "as_job", "connect", "describe"),
     ".metadata": ("Coordinate", "JobMetadata", "StreamMetadata"),
-    ".lazy": ("JobSnapshot", "open_dataset", "refresh", "snapshot", "to_dask", "watch"),
+    ".lazy": ("CaptureInterruptedWarning", "JobSnapshot", "open_dataset", "refresh", "snapshot", "to_dask", "watch"),
     ".persist": ("export_zarr",),
     ".relay": ("CaptureResult", "Relay", "capture"),
     ".origin": ("Origin",),
@@ -98,6 +98,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .client.discovery import ClusterNotFoundError as ClusterNotFoundError
     from .client.discovery import ServerUnreachableError as ServerUnreachableError
     from .client.retry import ServerUnavailableError as ServerUnavailableError
+    from .lazy import CaptureInterruptedWarning as CaptureInterruptedWarning
     from .lazy import JobSnapshot as JobSnapshot
     from .lazy import open_dataset as open_dataset
     from .lazy import refresh as refresh

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,23 @@ def test_the_docs_list_the_same_names():
     rows = [line for line in section.splitlines()[2:] if line.startswith("|")]
     listed = {name for row in rows for name in re.findall(r"`(\w+)`", row.split("|")[2])}
     assert listed == set(qx.__all__)
+
+
+def test_no_public_name_is_shadowed_by_a_submodule_of_the_same_name() -> None:
+    """Importing a submodule binds it on its package: a public function named like its module
+    (`lazy.snapshot`) would then be the module. Checked with every submodule imported, in a fresh
+    interpreter (the order of imports in this one is the test run's)."""
+    code = (
+        "import importlib, pkgutil, types, qm_xarray\n"
+        "for m in pkgutil.walk_packages(qm_xarray.__path__, 'qm_xarray.'):\n"
+        "    if not m.name.startswith(('qm_xarray.wire.pb', 'qm_xarray.testing')) and m.name != 'qm_xarray.__main__':\n"
+        "        importlib.import_module(m.name)\n"
+        "bad = []\n"
+        "for pkg in [qm_xarray] + [importlib.import_module(m.name) for m in pkgutil.walk_packages(qm_xarray.__path__, 'qm_xarray.') if m.ispkg and not m.name.startswith('qm_xarray.wire')]:\n"
+        "    for name in getattr(pkg, '__all__', []):\n"
+        "        if isinstance(getattr(pkg, name), types.ModuleType):\n"
+        "            bad.append(f'{pkg.__name__}.{name}')\n"
+        "print(bad)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

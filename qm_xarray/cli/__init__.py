@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
 # gRPC's C core would log handshake failures and the like on stderr, next to our one-line errors;
 # it reads this once, when grpc is first imported (by the imports below). A user's setting wins.
@@ -51,6 +53,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `qm-xarray`; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning(args.command)
+        return _run(args)
+
+
+def _one_line_warning(command: str) -> Callable[..., None]:
+    """Warnings of the library (e.g. an interrupted relay copy) as one line each on stderr."""
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        print(f"qm-xarray {command}: warning: {message}", file=file or sys.stderr, flush=True)
+    return show
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except UsageError as exc:

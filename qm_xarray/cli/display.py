@@ -1,9 +1,11 @@
 """How jobs are shown: progress fractions, flags, plain-text tables, and the JSON of `jobs`, `info`
-and `export` (a job of a server, or an exported zarr store, in the same keys)."""
+and `export` (a job of a server, or an exported zarr store, in the same keys). A relay's copy of an
+upstream job also shows where it comes from and how far the copy is ("origin", `copy_text`)."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +17,7 @@ from ..client.jobs import JobSummary
 from ..errors import QmValueError
 from ..execution_errors import outcome as job_outcome
 from ..metadata import JobMetadata, StreamMetadata
+from ..origin import COMPLETE, INTERRUPTED, Origin
 from ..streams import StreamSpec
 from .common import open_store
 
@@ -23,7 +26,7 @@ if TYPE_CHECKING:  # xarray is imported by the commands that open a store, not b
 
 __all__ = ["job_fraction", "job_flags", "stream_counts", "format_table", "table", "time_text",
            "job_json", "store_json", "flags", "progress_text", "outcome", "metadata_json",
-           "dataset_metadata_json", "format_metadata"]
+           "dataset_metadata_json", "format_metadata", "copy_text", "copy_line", "origin_of_attrs"]
 
 ATTR_CHARS = 60  # an attribute's value in `info`: longer ones (a program's text) are cut
 
@@ -84,6 +87,7 @@ def job_json(job: JobSummary) -> dict[str, Any]:
         "has_dataloss": job.has_dataloss,
         "errors": [{"code": c, "severity": sev, "message": m} for c, sev, m in job.errors],
         "count": done, "expected": total, "created": job.created, "updated": job.updated,
+        "origin": job.origin.to_json() if job.origin is not None else None,
         "streams": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape),
                      "save_mode": "save" if s.single else "save_all", "timestamps": s.timestamps,
                      "count": s.count, "expected_count": s.expected_count} for s in job.streams],
@@ -118,8 +122,62 @@ def store_json(path: Path, ds: xr.Dataset | None = None) -> dict[str, Any]:
         "expected": sum(s["expected_count"] for s in growing),
         "store": str(path), "export_complete": bool(attrs.get("qm_export_complete", False)),
         "source": attrs.get("qm_source", ""), "snapshot_time": attrs.get("qm_snapshot_time", ""),
+        "origin": origin_of_attrs(attrs),
         "streams": streams,
     }
+
+
+def origin_of_attrs(attrs: Any) -> dict[str, Any] | None:
+    """The "origin" of an exported copy, from its `qm_copy_of` and `qm_capture` attributes (as
+    `Origin.to_json()`, without the live figures: `checked` 0 and `behind` 0); None otherwise."""
+    copy_of = str(attrs.get("qm_copy_of", ""))
+    upstream, _, job_id = copy_of.partition("/")
+    if not job_id:
+        return None
+    status = str(attrs.get("qm_capture", ""))
+    if status not in (INTERRUPTED, COMPLETE):
+        status = "capturing"
+    reason = str(attrs.get("qm_capture_reason", "")) if status == INTERRUPTED else ""
+    return Origin(upstream, job_id, status, reason).to_json()
+
+
+def _age(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
+
+
+def copy_text(info: dict[str, Any], now: float | None = None) -> str:
+    """The `copy` column of `jobs`: how far a relay's copy is behind its upstream ("live 0.2 s":
+    up to date when last checked, that long ago; "12,345 behind"; "interrupted"; "complete"),
+    "" for a job that is not a copy."""
+    origin = Origin.from_json(info.get("origin"))
+    if origin is None:
+        return ""
+    if origin.status in (INTERRUPTED, COMPLETE):
+        return origin.status
+    if origin.behind:
+        return f"{origin.behind:,} behind"
+    if not origin.checked:
+        return "capturing"
+    return f"live {_age((time.time() if now is None else now) - origin.checked)}"
+
+
+def copy_line(info: dict[str, Any], now: float | None = None) -> str:
+    """The `copy of:` line of `info` (upstream job, and the copy's standing); "" for other jobs.
+    An exported store knows the standing at its snapshot, not the live figures."""
+    origin = Origin.from_json(info.get("origin"))
+    if origin is None:
+        return ""
+    if "store" in info:
+        standing = f"{origin.status}: {origin.reason}" if origin.interrupted and origin.reason else origin.status
+    else:
+        standing = origin.describe(now)
+    line = f"copy of: job {origin.job_id} on {origin.upstream}, {standing}"
+    return line + ("; the data stops where the copy stopped" if origin.interrupted else "")
 
 
 def flags(info: dict[str, Any]) -> str:

@@ -1,5 +1,7 @@
 """`qm-xarray jobs` (the jobs of a server; `--watch` refreshes the table) and `qm-xarray info` (one
-job, or an exported store)."""
+job, or an exported store). On a relay, a job that is a copy of an upstream job shows how far the
+copy is: a `copy` column in `jobs` (only when some job is a copy), a `copy of:` line in `info`,
+and an "origin" object (null for other jobs) in their JSON."""
 
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ from .common import (
     summary,
 )
 from .display import (
+    copy_line,
+    copy_text,
     dataset_metadata_json,
     flags,
     format_metadata,
@@ -70,14 +74,23 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(func=cmd_info)
 
 
-def jobs_table(infos: list[dict[str, Any]], address: str) -> str:
-    """The table of `jobs`: one row per job (`job_json` dicts), or a line saying there is none."""
+def jobs_table(infos: list[dict[str, Any]], address: str, now: float | None = None) -> str:
+    """The table of `jobs`: one row per job (`job_json` dicts), or a line saying there is none.
+    A `copy` column (`copy_text`) when some job is a relay's copy of an upstream job."""
     if not infos:
         return f"no jobs on {address}"
-    rows = [("job", "state", "progress", "streams", "updated", "flags")]
+    copies = any(i.get("origin") for i in infos)
+    now = time.time() if now is None else now
+    rows = [("job", "state", "progress", "streams", "updated", *(("copy",) if copies else ()), "flags")]
     rows += [(i["job_id"], i["outcome"], progress_text(i), str(len(i["streams"])), time_text(i["updated"]),
-              flags(i)) for i in infos]
+              *((copy_text(i, now),) if copies else ()), flags(i)) for i in infos]
     return table(rows)
+
+
+def _news(infos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What `--watch` compares to tell a change: everything but when a copy last reached its
+    upstream (that moves every round of a relay, also when nothing else does)."""
+    return [{**i, "origin": {**i["origin"], "checked": None}} if i.get("origin") else i for i in infos]
 
 
 def _listing(conn: Connection) -> list[dict[str, Any]]:
@@ -113,7 +126,7 @@ def _watch(args: argparse.Namespace) -> int:
     positive_seconds("--timeout", args.timeout)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     terminal = sys.stdout.isatty() and not args.json
-    last: list[dict[str, Any]] | None = None
+    last: list[dict[str, Any]] | None = None  # `_news` of the last listing
     with connected(args.address, credentials(args), jobs_service=True) as conn:
         while True:
             infos = _listing(conn)
@@ -122,11 +135,11 @@ def _watch(args: argparse.Namespace) -> int:
                 sys.stdout.write(f"{CLEAR}jobs on {args.address} at {now}, every {args.every:g} s "
                                  f"(Ctrl-C to stop)\n\n{jobs_table(infos, args.address)}\n")
                 sys.stdout.flush()
-            elif infos != last:
+            elif _news(infos) != last:
                 text = json.dumps(infos) if args.json else \
                     ("" if last is None else "\n") + jobs_table(infos, args.address)
                 print(text, flush=True)
-            last = infos
+            last = _news(infos)
             if args.until_done and all(i["state"] != "running" for i in infos):
                 return 0
             left = None if deadline is None else deadline - time.monotonic()
@@ -153,7 +166,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         print_json(info)
         return 0
     text = flags(info)
+    copy = copy_line(info)
     lines = [f"job {info['job_id']} ({where}): {info['outcome']}" + (f" ({text})" if text else ""),
+             *((copy,) if copy else ()),
              f"progress: {progress_text(info)} items of save_all streams",
              f"data loss: {'yes' if info['has_dataloss'] else 'no'}",
              "execution errors: " + ("; ".join(f"{e['severity']} {e['code']}: {e['message']}"

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 from .._lazy_names import lazy_names
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "JobSnapshot", "chunk_items", "open_dataset", "refresh", "snapshot",
+__all__ = ["CaptureInterruptedWarning", "DEFAULT_CHUNK_BYTES", "JobSnapshot", "chunk_items", "open_dataset", "refresh", "snapshot",
            "to_dask", "watch"]
 
 _WHERE = {"DEFAULT_CHUNK_BYTES": ".array", "chunk_items": ".array", "to_dask": ".graph",
           "open_dataset": ".live", "refresh": ".live", "watch": ".live",
-          "JobSnapshot": ".snapshot", "snapshot": ".snapshot"}
+          "CaptureInterruptedWarning": ".snapshots", "JobSnapshot": ".snapshots", "snapshot": ".snapshots"}
 
 __getattr__, __dir__ = lazy_names(__name__, globals(), _WHERE)
 
@@ -26,5 +26,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .live import open_dataset as open_dataset
     from .live import refresh as refresh
     from .live import watch as watch
-    from .snapshot import JobSnapshot as JobSnapshot
-    from .snapshot import snapshot as snapshot
+    from .snapshots import CaptureInterruptedWarning as CaptureInterruptedWarning
+    from .snapshots import JobSnapshot as JobSnapshot
+    from .snapshots import snapshot as snapshot

@@ -40,7 +40,7 @@ class QmBackendEntrypoint(BackendEntrypoint):
     ) -> Any:
         from .layout import build_dataset
         from .options import OpenOptions
-        from .snapshot import default_streams, resolve_job, snapshot
+        from .snapshots import default_streams, resolve_job, snapshot
 
         opts = OpenOptions.of(options)
         job = resolve_job(filename_or_obj, timeout)

@@ -14,7 +14,10 @@
 - `with_timestamps` streams become the value variable plus a `<stream>_timestamp` coordinate
   (`timestamps="variable"` makes it a variable, `"drop"` leaves it out);
 - `save` streams are 0-d or buffer-shaped variables holding the value read at snapshot time
-  (NaN, as float, when there is none yet).
+  (NaN, as float, when there is none yet);
+- a relay's copy of an upstream job (`JobSnapshot.origin`) says so in `qm_copy_of`
+  ("UPSTREAM/JOB_ID") and `qm_capture` (capturing, interrupted or complete; `qm_capture_reason`
+  when interrupted), and an interrupted copy warns (`CaptureInterruptedWarning`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from ..errors import QmKeyError, QmValueError, StreamProcessingDataLossError
 from ..metadata import JobMetadata, StreamMetadata, default_dims
 from .array import StreamArray, StreamSlicer, chunk_items
 from .options import OpenOptions
-from .snapshot import JobSnapshot, StreamSnapshot
+from .snapshots import CaptureInterruptedWarning, JobSnapshot, StreamSnapshot
 
 __all__ = ["build_dataset", "SCHEMA_VERSION"]
 
@@ -90,6 +93,12 @@ def build_dataset(snap: JobSnapshot, opts: OpenOptions) -> xr.Dataset:
             raise StreamProcessingDataLossError(message)
         if opts.on_dataloss == "warn":
             warnings.warn(message, RuntimeWarning, stacklevel=4)
+    origin = snap.origin
+    if origin is not None and origin.interrupted:
+        warnings.warn(CaptureInterruptedWarning(
+            f"job {snap.job_id!r} is a relay's copy of job {origin.job_id!r} on {origin.upstream}, "
+            f"whose capture was interrupted ({origin.reason or 'no reason given'}): the data stops "
+            f"where the copy stopped"), stacklevel=4)
     meta = snap.metadata
     aligned = _aligned(snap, opts)
     unknown = [n for n in opts.dims if n not in snap.streams]
@@ -216,7 +225,19 @@ def _dataset_attrs(snap: JobSnapshot) -> dict[str, Any]:
                                            for c, sev, m in snap.errors]),
         "qm_snapshot_time": snap.taken,
         "qm_source": f"qm://{snap.target}/{snap.job_id}",
+        **_origin_attrs(snap),
     }
+
+
+def _origin_attrs(snap: JobSnapshot) -> dict[str, Any]:
+    """Where a relay's copy comes from and how it stands (nothing for any other job)."""
+    origin = snap.origin
+    if origin is None:
+        return {}
+    attrs = {"qm_copy_of": f"{origin.upstream}/{origin.job_id}", "qm_capture": origin.status}
+    if origin.interrupted:
+        attrs["qm_capture_reason"] = origin.reason
+    return attrs
 
 
 def _attach_coords(ds: xr.Dataset, given: Mapping[Hashable, Any], growing: dict[str, int]) -> xr.Dataset:

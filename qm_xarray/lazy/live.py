@@ -15,7 +15,7 @@ from ..client.deadlines import check_timeout
 from ..errors import QmValueError
 from .layout import build_dataset
 from .options import OpenOptions, check_interval
-from .snapshot import JobSnapshot, metadata_of, resolve_job, snapshot
+from .snapshots import JobSnapshot, metadata_of, origin_of, resolve_job, snapshot
 
 __all__ = ["open_dataset", "refresh", "watch"]
 
@@ -76,7 +76,7 @@ def _watch(job: Any, every: float, timeout: float | None, opts: OpenOptions) -> 
         snap = snapshot(job, streams=streams, metadata=False)  # a round without news costs less
         if snap.counts != last_counts or snap.final:
             _extend(snap, cache)
-            yield _materialized(replace(snap, metadata=metadata_of(job)), opts, cache)
+            yield _materialized(replace(snap, metadata=metadata_of(job), origin=origin_of(job)), opts, cache)
             last_counts = snap.counts
         if snap.final:
             return

@@ -25,12 +25,14 @@ import xarray as xr
 from ..errors import QmQuaException, QMTimeoutError, QmValueError
 from ..client.deadlines import check_timeout
 from ..lazy.options import OpenOptions, check_interval
-from ..lazy.snapshot import resolve_job
+from ..lazy.snapshots import resolve_job
 from .store import COMMITTED, COMPLETE, ExportStore, NotOurStoreError, default_compressors
 
 __all__ = ["export_zarr", "ExportResult"]
 
 PIECE_BYTES = 64 * 2**20  # at most this much of one item dimension is held in memory at once
+# job attrs a later snapshot may no longer have (a relay's copy that resumed after an interruption)
+TRANSIENT_ATTRS = ("qm_capture_reason",)
 
 
 @dataclass
@@ -111,6 +113,7 @@ def _export(job: Any, out: ExportStore, follow: bool, every: float, timeout: flo
             _ensure_fixed(out, ds, fixed, compression)
             out.overwrite({n: ds.variables[n].values for n in fixed if n in out.group("r")})
             out.set_variable_attrs({str(n): dict(var.attrs) for n, var in ds.variables.items()})
+            _drop_transient_attrs(out, ds)
             out.set_attrs({**ds.attrs, COMMITTED: dict(committed)})
             result.state, result.counts = ds.attrs["qm_job_state"], dict(committed)
             if ds.attrs["qm_job_state"] != "running":
@@ -128,6 +131,18 @@ def _export(job: Any, out: ExportStore, follow: bool, every: float, timeout: flo
         pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
+
+
+def _drop_transient_attrs(out: ExportStore, ds: xr.Dataset) -> None:
+    """The store's attrs are merged with each round's: remove those this round has no more (the
+    reason of a relay's copy that was interrupted, and resumed since)."""
+    gone = [key for key in TRANSIENT_ATTRS if key not in ds.attrs]
+    if not gone or "qm_copy_of" not in ds.attrs:
+        return
+    attrs = out.group().attrs
+    for key in gone:
+        if key in attrs:
+            del attrs[key]
 
 
 def _pieces(pool: ThreadPoolExecutor, ds: xr.Dataset, dim: str, names: list[str], start: int,

@@ -95,6 +95,11 @@ class Capture:
     def job_id(self) -> str:
         return self.source.id
 
+    def cancel(self) -> None:
+        """Stop at once (between rounds): sets `stop` and ends the pause between rounds."""
+        self.stop.set()
+        self._wake.set()
+
     # --- the loop ------------------------------------------------------------------------------
 
     def run(self) -> CaptureResult:
@@ -108,8 +113,11 @@ class Capture:
     def _run(self) -> CaptureResult:
         existing = self._existing()
         if existing is not None and existing.state is not JobState.RUNNING:
-            return self._result(COMPLETE if existing.origin is None or existing.origin.status == COMPLETE
-                                else existing.origin.status)
+            if existing.origin is not None and existing.origin.status == COMPLETE:
+                return self._result(COMPLETE)
+            result = self._result(STOPPED)  # an interrupted copy someone ended by hand (qm-xarray close)
+            result.reason = "the copy was ended on the relay before it was complete"
+            return result
         last_ok, backoff = time.monotonic(), self.interval
         pusher: threading.Thread | None = None
         while not self.stop.is_set():
@@ -258,8 +266,11 @@ class Capture:
                  for s in declared]
         metadata = upstream.metadata()
         self._metadata_seen = metadata
-        return self.store.create_job(self.job_id, streams=specs, metadata=metadata,
-                                     origin=Origin(self._address, self.job_id))
+        try:
+            return self.store.create_job(self.job_id, streams=specs, metadata=metadata,
+                                         origin=Origin(self._address, self.job_id))
+        except QmValueError as exc:  # e.g. an id or a stream this store cannot keep: not retried
+            raise UpstreamMismatchError(f"the store cannot keep a copy of job {self.job_id!r}: {exc}") from None
 
     @property
     def _address(self) -> str:

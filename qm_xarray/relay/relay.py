@@ -89,7 +89,7 @@ class Relay:
         """Stop every capture between two rounds (the copies stay resumable) and wait for them."""
         self._stop.set()
         for worker in list(self._workers.values()):
-            worker.capture.stop.set()
+            worker.capture.cancel()
         end = time.monotonic() + timeout
         if self._supervisor is not None:
             self._supervisor.join(max(0.0, end - time.monotonic()))

@@ -3,6 +3,10 @@
 Everything lazy is built on a snapshot, so a growing job never changes an array already opened:
 shapes are frozen at the snapshot's counts and reads never ask past them. The dask token of a
 snapshot includes its counts, so a later snapshot of a grown job never reuses old graph keys.
+
+A job of a relay (docs/relay.md) that is a copy of an upstream job says so when its metadata is
+read: `JobSnapshot.origin` (the upstream, and how the copy stands); the datasets built from it
+carry that in their attrs, and an interrupted copy warns (`CaptureInterruptedWarning`).
 """
 
 from __future__ import annotations
@@ -25,12 +29,20 @@ from ..client.assembly import to_array
 from ..client.deadlines import VERY_LONG_TIME, poll
 from ..errors import QmKeyError, QmTypeError, QmValueError
 from ..metadata import JobMetadata
+from ..origin import Origin
 from ..results import MultipleStreamsFetcher, StreamsManager
 from ..results.postprocess import postprocess_single
 from ..session import Connection, Job, as_job, connect
 from .source import ServiceSource, StreamSource
 
-__all__ = ["JobSnapshot", "StreamSnapshot", "snapshot", "resolve_job", "default_streams", "metadata_of"]
+__all__ = ["JobSnapshot", "StreamSnapshot", "snapshot", "resolve_job", "default_streams", "metadata_of",
+           "origin_of", "CaptureInterruptedWarning"]
+
+
+class CaptureInterruptedWarning(UserWarning):
+    """A dataset of a relay's copy whose capture was interrupted: the upstream could not be
+    reached (or forgot the job), so the data stops where the copy stopped, and the job reads as
+    running although nobody knows how it ended (docs/relay.md)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,8 @@ class JobSnapshot:
     taken: str = ""          # ISO 8601 time of the snapshot
     snapshot_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     metadata: JobMetadata = field(default_factory=JobMetadata, compare=False)  # axes, units, attrs
+    # on a relay, read with the metadata: the upstream job this job is a copy of, and its standing
+    origin: Origin | None = field(default=None, compare=False)
     _sources: dict[str, StreamSource] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -141,7 +155,8 @@ def snapshot(job: Any, *, streams: Sequence[str] | None = None, wait: int | str 
     the job has ended; `timeout` bounds the wait (`QMTimeoutError`). On a v2 server with
     multiple-streams fetching this costs four RPCs whatever the number of streams: schema,
     state, all headers, and one data RPC for the current values of `save` streams; on our server
-    a fifth asks for the job's metadata (a QOP is not asked; `metadata=False`: not asked).
+    a fifth asks for the job's metadata and a sixth whether it is a relay's copy (`origin`; a
+    QOP is asked neither; `metadata=False`: not asked).
     """
     job = resolve_job(job, timeout)
     if isinstance(job, Job):
@@ -155,15 +170,30 @@ def snapshot(job: Any, *, streams: Sequence[str] | None = None, wait: int | str 
     if caps.supports_multiple_streams_fetching and isinstance(service, JobResultApi):
         multiple = MultipleStreamsFetcher(service)
     snap = _service_snapshot(service, multiple, streams, wait, timeout, known)
-    return replace(snap, metadata=metadata_of(job, timeout)) if metadata else snap
+    if not metadata:
+        return snap
+    return replace(snap, metadata=metadata_of(job, timeout), origin=origin_of(job, timeout))
 
 
 def metadata_of(job: Job | StreamsManager, timeout: float | None = None) -> JobMetadata:
     """The stored metadata of a job (`resolve_job`'s result): empty from a server that keeps none."""
+    return _our_job(job).metadata(timeout)
+
+
+def origin_of(job: Job | StreamsManager, timeout: float | None = None) -> Origin | None:
+    """The upstream job that a job (`resolve_job`'s result) of a relay is a copy of, and how the
+    copy stands; None for any other job. One `GetJob` of our JobsService; no call to a QOP."""
+    ours = _our_job(job)
+    if not ours.connection.server.is_qm_xarray:
+        return None
+    return ours.summary(timeout).origin
+
+
+def _our_job(job: Job | StreamsManager) -> Job:
     if isinstance(job, Job):
-        return job.metadata(timeout)
+        return job
     service = job.results_service
-    return Connection(service.connection_details).job(service.job_id).metadata(timeout)
+    return Connection(service.connection_details).job(service.job_id)
 
 
 def _wait_counts(headers_of: Any, names: list[str], wait: int | str, timeout: float, job_id: str) -> None:
