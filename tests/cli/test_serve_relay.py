@@ -84,3 +84,23 @@ def test_the_relays_own_token_is_never_sent_upstream(guarded_qop: StandInQop, tm
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "--upstream-token" in result.stderr
+
+
+def test_the_relay_reaches_an_upstream_over_mutual_tls(tmp_path: Path) -> None:
+    from qm_xarray.testing.tls import CertificateAuthority
+
+    ca = CertificateAuthority()
+    client_cert, client_key = ca.issue("relay", client=True)
+    for name, data in {"ca.pem": ca.certificate, "client.pem": client_cert, "client.key": client_key}.items():
+        (tmp_path / name).write_bytes(data)
+    server_cert, server_key = ca.issue("127.0.0.1")
+    with StandInQop(3, tls=(server_cert, server_key), client_ca=ca.certificate) as qop:
+        qop.add_job("t1", {"I": (StreamKind("<f8"), np.arange(9.0))}, state="done")
+        relay = ServerProcess(tmp_path / "relay", args=[
+            "--upstream", qop.address, "--job", "t1", "--upstream-tls-ca", str(tmp_path / "ca.pem"),
+            "--upstream-tls-client-cert", str(tmp_path / "client.pem"),
+            "--upstream-tls-client-key", str(tmp_path / "client.key")])
+        with relay:
+            relay.wait_for(lambda line: line.startswith("capture t1: complete"), WAIT)
+            got = qx.connect(relay.address).job("t1").result_handles.get("I").fetch_all(flat_struct=True)
+            assert np.asarray(got).tolist() == list(np.arange(9.0))
