@@ -234,8 +234,10 @@ def reach_upstream(args: argparse.Namespace) -> Iterator[Connection]:
     names = {"--address": "--upstream", "--tls-ca": "--upstream-tls-ca",
              "--cluster-name": "--upstream-cluster-name", "--token": "--upstream-token"}
     try:
-        with connected(args.upstream, credentials(upstream_credentials(args)),
-                       jobs_service=args.follow_new) as upstream:
+        with connected(args.upstream, credentials(upstream_credentials(args))) as upstream:
+            if args.follow_new and not upstream.server.is_qm_xarray and upstream.server.qop != 3:
+                raise UsageError(f"--follow-new: the upstream at {upstream.details.target} (a QOP 2) "
+                                 f"cannot list its jobs; name them with --job ID")
             yield upstream
     except QMConnectionError as exc:
         if isinstance(exc, JobNotFoundError):

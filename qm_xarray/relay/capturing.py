@@ -262,11 +262,11 @@ class Capture:
         upstream = self.upstream
         assert upstream is not None
         declared = upstream.declarations(upstream.schema())
-        specs = [StreamSpec.create(s.name, s.dtype, s.shape, s.single, s.timestamps, s.expected_count)
-                 for s in declared]
         metadata = upstream.metadata()
         self._metadata_seen = metadata
         try:
+            specs = [StreamSpec.create(s.name, s.dtype, s.shape, s.single, s.timestamps, s.expected_count)
+                     for s in declared]
             return self.store.create_job(self.job_id, streams=specs, metadata=metadata,
                                          origin=Origin(self._address, self.job_id))
         except QmValueError as exc:  # e.g. an id or a stream this store cannot keep: not retried

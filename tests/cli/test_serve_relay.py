@@ -104,3 +104,12 @@ def test_the_relay_reaches_an_upstream_over_mutual_tls(tmp_path: Path) -> None:
             relay.wait_for(lambda line: line.startswith("capture t1: complete"), WAIT)
             got = qx.connect(relay.address).job("t1").result_handles.get("I").fetch_all(flat_struct=True)
             assert np.asarray(got).tolist() == list(np.arange(9.0))
+
+
+def test_follow_new_needs_an_upstream_that_lists_its_jobs(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    with StandInQop(2) as qop:
+        code = main(["serve", "--port", "0", "--store", str(tmp_path / "s"), "--upstream", qop.address,
+                     "--follow-new"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "QOP 2" in err[0] and "--job ID" in err[0]
