@@ -201,6 +201,16 @@ def open_result_store(directory: str | None, sync: bool) -> ResultStore:
         raise QmValueError(f"cannot open the store {path}: {type(exc).__name__}: {exc}") from None
 
 
+_SAY = threading.Lock()
+
+
+def _say(line: str) -> None:
+    """One whole line on stdout, also from the relay's threads (tools read them line by line)."""
+    with _SAY:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def _warn(text: str) -> None:
     print(f"qm-xarray serve: warning: {text}", file=sys.stderr, flush=True)
 
@@ -281,12 +291,11 @@ def _serve(args: argparse.Namespace, store: ResultStore, upstream: Connection | 
             print(f"store {store.path}: {len(store.jobs())} jobs"
                   + (", fsync on every append" if store.sync else ""), flush=True)
         if upstream is not None:
+            _say(f"relaying {upstream.details.target}" + (", following new jobs" if args.follow_new else ""))
             relay = Relay(upstream, store, jobs=args.job, follow_new=args.follow_new, poll=args.poll,
                           deadline=args.capture_deadline, retry=args.retry,
-                          on_change=lambda job_id, status: print(f"capture {job_id}: {status}", flush=True))
+                          on_change=lambda job_id, status: _say(f"capture {job_id}: {status}"))
             relay.start()
-            print(f"relaying {upstream.details.target}"
-                  + (", following new jobs" if args.follow_new else ""), flush=True)
         while not stop.wait(0.5):
             pass
     finally:
