@@ -1,39 +1,33 @@
 """`qm-xarray demo`: the tour. An embedded server, a simulated experiment written through gRPC, live
 progress, the lazy dataset, a zarr export that follows the job, a plot of the store, and a check
-that the store equals the live data. Each step is a function of the shared `Demo` state."""
+that the store equals the live data. Each step is a function of the shared `Demo` state (tour.py).
+`qm-xarray demo --relay` is the tour of the relay instead (demo_relay.py)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import shutil
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
 
 from ..client.connection import ConnectionDetails, close_channels
-from ..client.jobs import JobsClient, JobSummary
+from ..client.jobs import JobsClient
 from ..errors import QMTimeoutError
 from ..producer import RemoteStore
 from ..server.app import ResultsServer
 from ..server.store import ResultStore
-from ..session import Connection
-from ..simulator import EXPERIMENTS, Simulation
+from ..simulator import EXPERIMENTS
 from .common import UsageError, open_store
-from .display import format_table, job_flags, job_fraction, stream_counts
+from .display import format_table, job_flags
+from .demo_relay import relay_tour
 from .simulate import add_run_options, experiments_help, simulation
+from .tour import Background, Demo, Progress, demo_dir, free_path, tranche
 
-__all__ = ["DEMO_STEPS", "Demo", "add_parser", "cmd_demo"]
+__all__ = ["DEMO_STEPS", "add_parser", "cmd_demo"]
 
 POLL_SECONDS = 0.1       # one GetJob per poll
-PRINT_SECONDS = 0.5      # without a TTY: one progress line per this interval
-TRANCHES = 4             # the run is released in this many parts, each once shown
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,105 +39,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--timeout", type=float, default=60.0, help="give up if the job runs longer (s)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="where to write the zarr store and the PNG (default: a new temporary directory)")
+    p.add_argument("--relay", action="store_true",
+                   help="the relay tour instead (docs/relay.md): an upstream server standing for a QOP, "
+                        "a relay keeping a durable copy of its job while it runs (in --out), readers "
+                        "of the relay, and a check that the copy equals the upstream job")
     add_run_options(p)
     p.set_defaults(func=cmd_demo)
 
-
-class _Background:
-    """A function run in a daemon thread; `result(timeout)` returns its value or re-raises."""
-
-    def __init__(self, func: Callable[..., Any], *args: Any, **kwargs: Any):
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(func, args, kwargs), daemon=True,
-                                       name="qm-xarray-demo-export")
-        self.thread.start()
-
-    def _run(self, func: Callable[..., Any], args: Any, kwargs: Any) -> None:
-        try:
-            self.value = func(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by result()
-            self.error = exc
-
-    def result(self, timeout: float) -> Any:
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            raise QMTimeoutError(f"the export did not finish within {timeout:g} s")
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-class _Progress:
-    """A tqdm bar for the whole job on a TTY; plain periodic lines otherwise."""
-
-    def __init__(self, out: TextIO, quiet: bool):
-        self.out, self.quiet = out, quiet
-        self.start = time.monotonic()
-        self.last_print = -float("inf")
-        self.bar: Any = None
-        self.tty = bool(getattr(out, "isatty", lambda: False)())
-
-    def update(self, job: JobSummary) -> bool:
-        """Show the job's progress; True if it was shown now (a line printed, the bar redrawn)."""
-        if self.quiet:
-            return False
-        done, total = job_fraction(job)
-        if self.tty:
-            if self.bar is None:
-                from tqdm import tqdm
-                size = shutil.get_terminal_size()  # a fresh pseudo-terminal reports 0 x 0
-                self.bar = tqdm(total=total, file=self.out, unit="item", desc=job.job_id, leave=True,
-                                bar_format="{desc}: {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} "
-                                           "[{elapsed}{postfix}]",
-                                ncols=size.columns if size.columns > 20 else 100,
-                                nrows=size.lines if size.lines > 2 else 24)
-            self.bar.n = done
-            self.bar.set_postfix_str(stream_counts(job), refresh=False)
-            self.bar.refresh()
-            return True
-        now = time.monotonic()
-        if now - self.last_print >= PRINT_SECONDS or job.state != "running":
-            self.last_print = now
-            print(f"    {now - self.start:5.1f}s {job.state:8s} {done}/{total}: {stream_counts(job)}",
-                  file=self.out, flush=True)
-            return True
-        return False
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-@dataclass
-class Demo:
-    """What the demo steps share; each step reads what earlier steps set."""
-
-    args: argparse.Namespace
-    out: TextIO
-    stack: ExitStack
-    server: ResultsServer | None = None
-    details: ConnectionDetails | None = None
-    sim: Simulation | None = None
-    job: JobSummary | None = None
-    out_dir: Path | None = None
-    store_path: Path | None = None
-    png_path: Path | None = None
-    export: _Background | None = None
-    live: Any = None
-    started: float = dataclasses.field(default_factory=time.monotonic)
-    step: int = 0
-
-    def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
-
-    def next(self, text: str) -> None:
-        self.step += 1
-        self.say(f"[{self.step}] {text}")
-
-    def qm_job(self) -> Any:
-        assert self.details is not None and self.sim is not None and self.sim.job_id is not None
-        return Connection(self.details).job(self.sim.job_id)
 
 
 def demo_serve(d: Demo) -> None:
@@ -159,7 +61,7 @@ def demo_simulate(d: Demo) -> None:
     assert d.server is not None
     d.sim = simulation(d.args, RemoteStore(d.server.address, timeout=10.0))
     if not d.args.quiet:  # the progress shown is paced by the demo, not by the machine's speed
-        d.sim.allow(_tranche(d.sim.n_steps))
+        d.sim.allow(tranche(d.sim.n_steps))
     d.sim.start()
     d.stack.callback(d.sim.stop)
     exp = d.sim.experiment
@@ -167,21 +69,13 @@ def demo_simulate(d: Demo) -> None:
            f"{exp.n_steps} {exp.unit} at {d.sim.rate:g}/s")
 
 
-def _free_path(directory: Path, stem: str, suffix: str) -> Path:
-    path, n = directory / f"{stem}{suffix}", 1
-    while path.exists():
-        n += 1
-        path = directory / f"{stem}-{n}{suffix}"
-    return path
-
-
 def demo_export(d: Demo) -> None:
     """A zarr export that follows the running job, in a thread (`export_zarr(follow=True)`)."""
     from ..persist import export_zarr
 
     assert d.out_dir is not None and d.sim is not None and d.sim.job_id is not None
-    d.store_path = _free_path(d.out_dir, d.sim.job_id, ".zarr")
-    d.export = _Background(export_zarr, d.qm_job(), d.store_path, follow=True, every=0.2,
+    d.store_path = free_path(d.out_dir, d.sim.job_id, ".zarr")
+    d.export = Background(export_zarr, d.qm_job(), d.store_path, follow=True, every=0.2,
                            timeout=d.args.timeout, progress=False, on_dataloss="ignore")
     d.next(f"exporting job {d.sim.job_id} to {d.store_path} while it runs "
            f"(export_zarr(job, store, follow=True) in a thread)")
@@ -192,7 +86,7 @@ def demo_watch(d: Demo) -> None:
     assert d.details is not None and d.sim is not None and d.sim.job_id is not None
     client, job_id = JobsClient(d.details), d.sim.job_id
     d.next(f"watching job {job_id} over gRPC")
-    show = _Progress(d.out, quiet=d.args.quiet)
+    show = Progress(d.out, quiet=d.args.quiet)
     deadline = time.monotonic() + d.args.timeout
     try:
         while True:
@@ -202,17 +96,13 @@ def demo_watch(d: Demo) -> None:
             if d.job.state != "running":
                 break
             if shown and written:  # this part of the run was shown: release the next one
-                d.sim.allow(d.sim.allowed + _tranche(d.sim.n_steps))
+                d.sim.allow(d.sim.allowed + tranche(d.sim.n_steps))
             if time.monotonic() > deadline:
                 raise QMTimeoutError(f"demo: job {job_id} did not end within {d.args.timeout:g} s")
             time.sleep(POLL_SECONDS)
     finally:
         show.close()
     d.sim.join(10.0)  # re-raises a failure of the simulation itself
-
-
-def _tranche(n_steps: int) -> int:
-    return max(1, -(-n_steps // TRANCHES))
 
 
 def demo_table(d: Demo) -> None:
@@ -245,7 +135,7 @@ def demo_plot(d: Demo) -> None:
     from ..plot import plot
 
     assert d.store_path is not None and d.out_dir is not None and d.sim is not None
-    d.png_path = _free_path(d.out_dir, str(d.sim.job_id), ".png")
+    d.png_path = free_path(d.out_dir, str(d.sim.job_id), ".png")
     drawn = plot(open_store(d.store_path), d.png_path)
     d.next(f"plot of the store ({drawn.kind}: {drawn.what}): {d.png_path}")
 
@@ -269,23 +159,16 @@ DEMO_STEPS: list[Callable[[Demo], None]] = [demo_serve, demo_simulate, demo_expo
                                             demo_check]
 
 
-def _demo_dir(out: str | None) -> Path:
-    if out is None:
-        return Path(tempfile.mkdtemp(prefix="qm-xarray-demo-"))
-    path = Path(out).expanduser()
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {out}: not a directory")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the demo steps in order; exit 0 when the job reached the expected end state."""
+    """Run the demo steps in order (the relay tour's with --relay); exit 0 when the job reached the
+    expected end state (and, with --relay, the copy equals it)."""
     simulation(args, ResultStore())  # bad options fail before anything starts
     if args.out is not None and Path(args.out).expanduser().is_file():
         raise UsageError(f"--out {args.out}: not a directory")
+    if args.relay:
+        return relay_tour(args)
     with ExitStack() as stack:
-        d = Demo(args, sys.stdout, stack, out_dir=_demo_dir(args.out))
+        d = Demo(args, sys.stdout, stack, out_dir=demo_dir(args.out))
         for step in DEMO_STEPS:
             step(d)
     d.say(f"done in {time.monotonic() - d.started:.1f} s; files in {d.out_dir}:\n"
@@ -293,3 +176,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"    plot:       {d.png_path}")
     ok = d.job is not None and d.sim is not None and d.sim.state == d.sim.planned_state
     return 0 if ok else 1
+

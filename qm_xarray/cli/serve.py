@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import logging
 import re
 import signal
 import socket
@@ -127,7 +128,8 @@ def check_relay_options(args: argparse.Namespace) -> None:
                   if given]
     if args.upstream is None:
         if relay_only:
-            raise UsageError(f"{' and '.join(relay_only)} need --upstream HOST[:PORT]")
+            raise UsageError(f"{' and '.join(relay_only)} need{'s' if len(relay_only) == 1 else ''} "
+                             f"--upstream HOST[:PORT]")
         return
     if args.store is None:
         raise UsageError("--upstream needs --store DIR: a relay keeps a durable copy of each job")
@@ -211,6 +213,25 @@ def _say(line: str) -> None:
         sys.stdout.flush()
 
 
+class _OneLine(logging.Formatter):
+    """The relay's log warnings as `qm-xarray serve: warning: ...` lines, without tracebacks."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            text += f": {type(exc).__name__}: {exc}"
+        return f"qm-xarray serve: warning: {text}"
+
+
+def _relay_warnings() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_OneLine())
+    logging.getLogger("qm_xarray.relay").addHandler(handler)
+    return handler
+
+
 def _warn(text: str) -> None:
     print(f"qm-xarray serve: warning: {text}", file=sys.stderr, flush=True)
 
@@ -291,6 +312,7 @@ def _serve(args: argparse.Namespace, store: ResultStore, upstream: Connection | 
             print(f"store {store.path}: {len(store.jobs())} jobs"
                   + (", fsync on every append" if store.sync else ""), flush=True)
         if upstream is not None:
+            _relay_warnings()
             _say(f"relaying {upstream.details.target}" + (", following new jobs" if args.follow_new else ""))
             relay = Relay(upstream, store, jobs=args.job, follow_new=args.follow_new, poll=args.poll,
                           deadline=args.capture_deadline, retry=args.retry,

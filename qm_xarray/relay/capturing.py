@@ -253,6 +253,9 @@ class Capture:
         if job.origin is None:
             raise QmValueError(f"the store already holds a job {self.job_id!r} that is not a copy of an "
                                f"upstream job: capture into another store, or remove that job")
+        if job.origin.upstream != self._address:
+            raise QmValueError(f"the store's job {self.job_id!r} is a copy of the job of {job.origin.upstream}, "
+                               f"not of {self._address}: capture into another store (a relay per upstream)")
         return job
 
     def _open(self, existing: StoredJob | None) -> JobWriter:
@@ -287,7 +290,7 @@ class Capture:
         return origin if origin is not None else Origin(self._address, self.job_id)
 
     def _interrupt(self, reason: str) -> CaptureResult:
-        log.warning("capture of %s interrupted: %s", self.job_id, reason)
+        log.info("capture of %s interrupted: %s", self.job_id, reason)  # the result says so too
         if self.writer is not None:
             self.writer.set_origin(self._origin.interrupt(reason))
         result = self._result(INTERRUPTED)

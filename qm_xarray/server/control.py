@@ -44,7 +44,7 @@ def producer_writer(store: ResultStore, job_id: str, *, settling: bool = False) 
     only from its upstream; an interrupted copy may be ended by hand (`settling`: `qm-xarray close`)."""
     writer = store.writer(job_id)
     origin = writer.job.origin
-    if origin is not None and not (settling and origin.interrupted):
+    if origin is not None and not (settling and origin.interrupted and not writer.job.closed):
         raise InvalidRequest(
             f"job {job_id!r} is a relay's copy of job {origin.job_id!r} of {origin.upstream}: it takes "
             f"results only from there" +
@@ -133,7 +133,7 @@ class ProducerService:
 
     @rpc
     def AddError(self, request: pb.AddErrorRequest, context: grpc.ServicerContext) -> pb.JobInfo:
-        writer = producer_writer(self.store, request.job_id)
+        writer = producer_writer(self.store, request.job_id, settling=True)  # close --state failed
         e = request.error
         writer.add_error(e.message, e.code, e.severity or ERROR)  # checks the severity
         return job_info(writer.job)

@@ -26,8 +26,8 @@ WAIT = 60.0
 
 
 @pytest.mark.parametrize("argv, text", [
-    (["serve", "--job", "j"], "--job need --upstream"),
-    (["serve", "--follow-new"], "--follow-new need --upstream"),
+    (["serve", "--job", "j"], "--job needs --upstream"),
+    (["serve", "--job", "j", "--follow-new"], "--job and --follow-new need --upstream"),
     (["serve", "--upstream", "127.0.0.1:1", "--job", "j"], "--upstream needs --store DIR"),
     (["serve", "--upstream", "127.0.0.1:1", "--store", "S"], "--job ID (repeatable) or --follow-new"),
     (["serve", "--upstream", "127.0.0.1:1", "--store", "S", "--job", "j", "--capture-deadline", "0"],

@@ -245,5 +245,20 @@ def test_producers_cannot_write_to_a_copy_but_may_end_an_interrupted_one() -> No
         with pytest.raises(qx.InvalidArgumentError, match="copy"):
             remote.writer(JOB).cancel()
         store.writer(JOB).set_origin(origin.interrupt("gone"))
+        remote.writer(JOB).add_error("closed by qm-xarray close")  # as `close --state failed` does
         remote.writer(JOB).cancel()
+        with pytest.raises(qx.InvalidArgumentError):
+            remote.writer(JOB).add_error("and once it has ended, nothing more")
     assert store.job(JOB).state.value == "closed" and store.job(JOB).stream("I").count == 0
+    assert [e.message for e in store.job(JOB).errors] == ["closed by qm-xarray close"]
+
+
+def test_a_copy_of_another_upstream_is_not_resumed_from_this_one() -> None:
+    with StandInQop(3, require_gateway_headers=False) as qop:
+        qop.add_job(JOB, {"I": (KINDS["I"], _items("I", 0, 50))}, state="done")
+        store = qx.ResultStore()
+        store.create_job(JOB, streams=[qx.StreamSpec.create("I", "<f8")],
+                         origin=qx.Origin("10.1.2.3:9510", JOB))
+        with pytest.raises(qx.QmValueError, match="10.1.2.3:9510"):
+            qx.capture(qx.connect(qop.address).job(JOB), store)
+    assert store.job(JOB).stream("I").count == 0
