@@ -262,3 +262,19 @@ def test_a_copy_of_another_upstream_is_not_resumed_from_this_one() -> None:
         with pytest.raises(qx.QmValueError, match="10.1.2.3:9510"):
             qx.capture(qx.connect(qop.address).job(JOB), store)
     assert store.job(JOB).stream("I").count == 0
+
+
+def test_a_backlog_is_taken_in_rounds_of_bounded_size_even_with_items_larger_than_a_round() -> None:
+    from qm_xarray.limits import CAPTURE_ROUND_BYTES
+
+    item = CAPTURE_ROUND_BYTES // 8 * 3 // 2  # 1.5 rounds' worth of float64s per item
+    kind = StreamKind("<f8", (item,))
+    items = np.arange(3 * item, dtype="<f8").reshape(3, item)
+    with StandInQop(3, require_gateway_headers=False) as qop:
+        qop.add_job(JOB, {"big": (kind, items), "I": (KINDS["I"], _items("I", 0, 10))}, state="done")
+        store = qx.ResultStore()
+        result = qx.capture(qx.connect(qop.address).job(JOB), store)
+    assert result.status == "complete" and result.counts == {"big": 3, "I": 10}
+    assert result.rounds >= 3  # one item per round: none fits the budget, each still moves
+    assert result.bytes < 3 * items[0].nbytes + CAPTURE_ROUND_BYTES  # each item fetched once
+    assert store.job(JOB).stream("big").read_array().tobytes() == items.tobytes()
