@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..origin import INTERRUPTED
 from ..session import Connection
 from .common import (
     UsageError,
@@ -61,7 +62,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--every", type=float, default=WATCH_EVERY, metavar="S",
                    help=f"with --watch: seconds between two listings (default {WATCH_EVERY:g})")
     p.add_argument("--until-done", action="store_true",
-                   help="with --watch: stop once no job is running")
+                   help="with --watch: stop once no job is running (a relay's interrupted copy "
+                        "counts as not running)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="with --watch: stop after S seconds")
     p.set_defaults(func=cmd_jobs)
@@ -140,12 +142,19 @@ def _watch(args: argparse.Namespace) -> int:
                     ("" if last is None else "\n") + jobs_table(infos, args.address)
                 print(text, flush=True)
             last = _news(infos)
-            if args.until_done and all(i["state"] != "running" for i in infos):
+            if args.until_done and not any(_still_running(i) for i in infos):
                 return 0
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return 0
             pause(args.every if left is None else min(args.every, left))
+
+
+def _still_running(info: dict[str, Any]) -> bool:
+    """A job that will end by itself: running, and not a relay's interrupted copy (whose end
+    nobody knows until its upstream answers again)."""
+    origin = info.get("origin") or {}
+    return bool(info["state"] == "running" and origin.get("status") != INTERRUPTED)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
