@@ -22,10 +22,13 @@ from typing import Any
 from .errors import QmValueError
 from .wire.pb.qm_xarray.v1 import control_pb2 as pb
 
-__all__ = ["Origin", "CAPTURING", "INTERRUPTED", "COMPLETE", "STATUSES"]
+__all__ = ["Origin", "CAPTURING", "INTERRUPTED", "COMPLETE", "STATUSES", "COPY_OF_ATTR", "CAPTURE_ATTR",
+           "CAPTURE_REASON_ATTR"]
 
 CAPTURING, INTERRUPTED, COMPLETE = "capturing", "interrupted", "complete"
 STATUSES = (CAPTURING, INTERRUPTED, COMPLETE)
+# a copy's dataset and export attributes: "UPSTREAM/JOB_ID", its status, and why it is interrupted
+COPY_OF_ATTR, CAPTURE_ATTR, CAPTURE_REASON_ATTR = "qm_copy_of", "qm_capture", "qm_capture_reason"
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,23 @@ class Origin:
     def from_message(cls, message: pb.Capture) -> Origin:
         return cls(message.upstream, message.upstream_job_id, message.status or CAPTURING,
                    message.reason, message.checked_unix, message.behind_items)
+
+    def to_attrs(self) -> dict[str, str]:
+        """The dataset attributes of a copy (the reason only while it is interrupted)."""
+        attrs = {COPY_OF_ATTR: f"{self.upstream}/{self.job_id}", CAPTURE_ATTR: self.status}
+        if self.interrupted:
+            attrs[CAPTURE_REASON_ATTR] = self.reason
+        return attrs
+
+    @classmethod
+    def from_attrs(cls, attrs: Any) -> Origin | None:
+        """The copy an exported dataset's attributes describe (without the live figures), or None."""
+        upstream, _, job_id = str(attrs.get(COPY_OF_ATTR, "")).partition("/")
+        if not job_id:
+            return None
+        status = str(attrs.get(CAPTURE_ATTR, ""))
+        status = status if status in STATUSES else CAPTURING
+        return cls(upstream, job_id, status, str(attrs.get(CAPTURE_REASON_ATTR, "")) if status == INTERRUPTED else "")
 
     def to_json(self) -> dict[str, Any]:
         return {"upstream": self.upstream, "job_id": self.job_id, "status": self.status,

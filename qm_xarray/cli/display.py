@@ -17,7 +17,7 @@ from ..client.jobs import JobSummary
 from ..errors import QmValueError
 from ..execution_errors import outcome as job_outcome
 from ..metadata import JobMetadata, StreamMetadata
-from ..origin import COMPLETE, INTERRUPTED, Origin
+from ..origin import CAPTURING, COMPLETE, INTERRUPTED, Origin
 from ..streams import StreamSpec
 from .common import open_store
 
@@ -130,15 +130,8 @@ def store_json(path: Path, ds: xr.Dataset | None = None) -> dict[str, Any]:
 def origin_of_attrs(attrs: Any) -> dict[str, Any] | None:
     """The "origin" of an exported copy, from its `qm_copy_of` and `qm_capture` attributes (as
     `Origin.to_json()`, without the live figures: `checked` 0 and `behind` 0); None otherwise."""
-    copy_of = str(attrs.get("qm_copy_of", ""))
-    upstream, _, job_id = copy_of.partition("/")
-    if not job_id:
-        return None
-    status = str(attrs.get("qm_capture", ""))
-    if status not in (INTERRUPTED, COMPLETE):
-        status = "capturing"
-    reason = str(attrs.get("qm_capture_reason", "")) if status == INTERRUPTED else ""
-    return Origin(upstream, job_id, status, reason).to_json()
+    origin = Origin.from_attrs(attrs)
+    return None if origin is None else origin.to_json()
 
 
 def _age(seconds: float) -> str:
@@ -162,7 +155,7 @@ def copy_text(info: dict[str, Any], now: float | None = None) -> str:
     if origin.behind:
         return f"{origin.behind:,} behind"
     if not origin.checked:
-        return "capturing"
+        return CAPTURING
     return f"live {_age((time.time() if now is None else now) - origin.checked)}"
 
 

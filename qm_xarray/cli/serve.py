@@ -142,7 +142,10 @@ def check_relay_options(args: argparse.Namespace) -> None:
 def upstream_credentials(args: argparse.Namespace) -> argparse.Namespace:
     """The --upstream-* options as the client options `credentials` reads (the relay's own
     --token stays the relay's: $QM_XARRAY_TOKEN is never sent upstream)."""
-    token = args.upstream_token if args.upstream_token is not None else env_token(UPSTREAM_TOKEN_ENV)
+    if args.upstream_token is not None:
+        token = check_token(args.upstream_token, "--upstream-token")
+    else:
+        token = env_token(UPSTREAM_TOKEN_ENV)
     return argparse.Namespace(token=token or config.qm_qua_token() or "",
                               tls_ca=args.upstream_tls_ca, tls_client_cert=args.upstream_tls_client_cert,
                               tls_client_key=args.upstream_tls_client_key,

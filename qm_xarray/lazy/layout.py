@@ -231,13 +231,7 @@ def _dataset_attrs(snap: JobSnapshot) -> dict[str, Any]:
 
 def _origin_attrs(snap: JobSnapshot) -> dict[str, Any]:
     """Where a relay's copy comes from and how it stands (nothing for any other job)."""
-    origin = snap.origin
-    if origin is None:
-        return {}
-    attrs = {"qm_copy_of": f"{origin.upstream}/{origin.job_id}", "qm_capture": origin.status}
-    if origin.interrupted:
-        attrs["qm_capture_reason"] = origin.reason
-    return attrs
+    return {} if snap.origin is None else snap.origin.to_attrs()
 
 
 def _attach_coords(ds: xr.Dataset, given: Mapping[Hashable, Any], growing: dict[str, int]) -> xr.Dataset:

@@ -26,13 +26,14 @@ from ..errors import QmQuaException, QMTimeoutError, QmValueError
 from ..client.deadlines import check_timeout
 from ..lazy.options import OpenOptions, check_interval
 from ..lazy.snapshots import resolve_job
+from ..origin import CAPTURE_REASON_ATTR, COPY_OF_ATTR
 from .store import COMMITTED, COMPLETE, ExportStore, NotOurStoreError, default_compressors
 
 __all__ = ["export_zarr", "ExportResult"]
 
 PIECE_BYTES = 64 * 2**20  # at most this much of one item dimension is held in memory at once
 # job attrs a later snapshot may no longer have (a relay's copy that resumed after an interruption)
-TRANSIENT_ATTRS = ("qm_capture_reason",)
+TRANSIENT_ATTRS = (CAPTURE_REASON_ATTR,)
 
 
 @dataclass
@@ -137,7 +138,7 @@ def _drop_transient_attrs(out: ExportStore, ds: xr.Dataset) -> None:
     """The store's attrs are merged with each round's: remove those this round has no more (the
     reason of a relay's copy that was interrupted, and resumed since)."""
     gone = [key for key in TRANSIENT_ATTRS if key not in ds.attrs]
-    if not gone or "qm_copy_of" not in ds.attrs:
+    if not gone or COPY_OF_ATTR not in ds.attrs:
         return
     attrs = out.group().attrs
     for key in gone:

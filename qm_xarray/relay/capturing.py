@@ -21,9 +21,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from ..client import StreamSummary
 from ..client.api_v2 import FINAL_STATUSES
 from ..client.deadlines import check_timeout
 from ..errors import QmQuaException, QMTimeoutError, QmValueError
@@ -36,7 +39,7 @@ from ..session import Job, as_job
 from ..streams import StreamSpec
 from .upstream import Upstream, Want
 
-__all__ = ["capture", "Capture", "CaptureResult", "STOPPED"]
+__all__ = ["capture", "Capture", "CaptureResult", "CopyNotKeptError", "STOPPED", "UpstreamMismatchError"]
 
 log = logging.getLogger("qm_xarray.relay")
 
@@ -60,7 +63,39 @@ class CaptureResult:
 
 
 class UpstreamMismatchError(QmValueError):
-    """The upstream job is not the one the copy holds (fewer items, other streams): not retried."""
+    """The upstream job is not the one the copy holds (fewer items, other items where the copy
+    ends, other stream layouts): not retried, the copy is interrupted at once."""
+
+
+class CopyNotKeptError(QmValueError):
+    """The relay's own store refused a write (disk full, a stream or metadata it cannot keep):
+    not the upstream's fault and not retried; the copy is interrupted at once, saying so."""
+
+
+def spec_of(stream: StreamSummary) -> StreamSpec:
+    """The declaration under which the copy keeps an upstream stream (checked: `QmValueError`)."""
+    return StreamSpec.create(stream.name, stream.dtype, stream.shape, stream.single, stream.timestamps,
+                             stream.expected_count)
+
+
+def _layout(s: StreamSpec | StreamSummary) -> tuple[str, tuple[int, ...], bool, bool]:
+    """What must agree between a copy's stream and the upstream's for their items to be the same
+    bytes: dtype, item shape, save or save_all, timestamps (dtype spelled as a store spells it)."""
+    try:
+        dtype = StreamSpec.create(s.name, s.dtype, s.shape, s.single, s.timestamps).dtype
+    except QmValueError:
+        dtype = f"unkept {s.dtype}"
+    return dtype, tuple(s.shape), bool(s.single), bool(s.timestamps)
+
+
+@contextmanager
+def keeping(what: str) -> Iterator[None]:
+    """A write to the relay's own store: its failure is `CopyNotKeptError`, never taken for the
+    upstream's (which is waited out)."""
+    try:
+        yield
+    except (QmQuaException, OSError) as exc:
+        raise CopyNotKeptError(f"the relay's store could not {what}: {type(exc).__name__}: {exc}") from exc
 
 
 class Capture:
@@ -113,11 +148,14 @@ class Capture:
     def _run(self) -> CaptureResult:
         existing = self._existing()
         if existing is not None and existing.state is not JobState.RUNNING:
-            if existing.origin is not None and existing.origin.status == COMPLETE:
-                return self._result(COMPLETE)
-            result = self._result(STOPPED)  # an interrupted copy someone ended by hand (qm-xarray close)
-            result.reason = "the copy was ended on the relay before it was complete"
-            return result
+            origin = existing.origin
+            if origin is not None and origin.interrupted:  # ended by hand (qm-xarray close)
+                result = self._result(STOPPED)
+                result.reason = "the copy was ended on the relay before it was complete"
+                return result
+            if origin is not None and origin.status != COMPLETE:  # a store of an older relay
+                JobWriter(existing).set_origin(origin.complete())  # only a capture ends a copy
+            return self._result(COMPLETE)
         last_ok, backoff = time.monotonic(), self.interval
         pusher: threading.Thread | None = None
         while not self.stop.is_set():
@@ -130,27 +168,27 @@ class Capture:
                     pusher = threading.Thread(target=self._follow, name=f"qx-capture-status-{self.job_id}",
                                               daemon=True)
                     pusher.start()
-                if self._round_and_maybe_finish():
-                    return self._result(COMPLETE)
+                self._wake.clear()  # a push from now on wakes the pause after this round
+                ended = self._round_and_maybe_finish()
+                if ended is not None:
+                    return ended
                 last_ok = time.monotonic()
                 backoff = self.interval if self._moved else min(backoff * 2, self.max_interval)
-            except UpstreamMismatchError as exc:
+            except (UpstreamMismatchError, CopyNotKeptError) as exc:
                 return self._interrupt(str(exc))
-            except (QmQuaException, OSError) as exc:
-                if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
-                    raise  # our own disk: not the upstream's fault, nothing to wait out
+            except (QmQuaException, ConnectionError, TimeoutError) as exc:  # the upstream's failures
                 silent = time.monotonic() - last_ok
                 log.info("capture of %s: the upstream failed (%s); retrying", self.job_id, exc)
                 if silent >= self.deadline:
-                    return self._interrupt(f"the upstream {self._address} has not answered for "
-                                           f"{silent:.0f} s (last: {type(exc).__name__}: {exc})")
+                    return self._interrupt(f"the upstream {self._address} failed for {silent:.0f} s "
+                                           f"(last: {type(exc).__name__}: {exc})")
                 backoff = min(max(backoff, self.interval) * 2, self.max_interval)
             self._wake.wait(backoff)
-            self._wake.clear()
         return self._result(STOPPED)
 
-    def _round_and_maybe_finish(self) -> bool:
-        """One round; when the upstream job has ended, the final round and the copy's end."""
+    def _round_and_maybe_finish(self) -> CaptureResult | None:
+        """One round; when the upstream job has ended, the last rounds and the copy's end (its
+        result; "stopped" if asked to stop before the copy holds everything)."""
         upstream = self.upstream
         assert upstream is not None
         ended = None
@@ -164,18 +202,17 @@ class Capture:
             self._refresh()  # first: a stream declared since is in this round
         self._round()
         if ended is None:
-            return False
+            return None
         while self._behind:  # a round takes at most CAPTURE_ROUND_BYTES: drain what is left
+            if self.stop.is_set():
+                return self._result(STOPPED)
             self._round()
         writer = self._writer
-        if ended.has_dataloss and not writer.job.has_dataloss:
-            writer.mark_dataloss()
-        if ended.done:
-            writer.finish()
-        else:
-            writer.cancel()
-        writer.set_origin(self._origin.complete())
-        return True
+        with keeping("end the copy"):
+            if ended.has_dataloss and not writer.job.has_dataloss:
+                writer.mark_dataloss()
+            writer.end_copy(ended.done, self._origin.complete())
+        return self._result(COMPLETE)
 
     def _round(self) -> None:
         """Fetch the items the copy lacks (at most CAPTURE_ROUND_BYTES) and append them."""
@@ -203,7 +240,8 @@ class Capture:
                 wants.append((header, have, have + take))
                 budget -= take * local.layout.itemsize
         if any(h.has_dataloss for h in headers.values()) and not job.has_dataloss:
-            self._writer.mark_dataloss()
+            with keeping("flag the data loss"):
+                self._writer.mark_dataloss()
         moved = 0
         for name, (buffer, count) in upstream.fetch(wants).items():
             local = streams[name]
@@ -215,11 +253,13 @@ class Capture:
                     continue  # the same value as before: nothing to write
             else:
                 behind -= count
-            local.append_bytes(data, count)
+            with keeping(f"append to stream {name!r}"):
+                local.append_bytes(data, count)
             moved += count
         self._moved, self._behind = moved > 0, behind
         self._rounds += 1
-        self._writer.set_origin(self._origin.progress(behind))
+        with keeping("note the copy's progress"):
+            self._writer.set_origin(self._origin.progress(behind))
 
     def _refresh(self) -> None:
         """What changes rarely: execution errors, metadata and (our upstream) new streams."""
@@ -228,19 +268,23 @@ class Capture:
         self._refreshed = time.monotonic()
         errors = upstream.errors()
         have = len(writer.job.errors)
-        for code, severity, message in errors[have:]:
-            writer.add_error(message, code, severity)
+        with keeping("add the execution errors"):
+            for code, severity, message in errors[have:]:
+                writer.add_error(message, code, severity)
         if not upstream.ours:
             return
         known = writer.job.streams
         new = [item for item in upstream.schema() if item.name not in known]
         if new:
-            for s in upstream.declarations(new):
-                writer.declare(StreamSpec.create(s.name, s.dtype, s.shape, s.single, s.timestamps,
-                                                 s.expected_count))
+            declared = upstream.declarations(new)
+            with keeping("declare the upstream's new streams"):
+                for s in declared:
+                    writer.declare(spec_of(s))
         metadata = upstream.metadata()
         if metadata != self._metadata_seen:
-            writer.apply(MetadataChange(metadata, replace=True))
+            # merged: what the upstream says wins, and a description added on the relay stays
+            with keeping("keep the upstream's metadata"):
+                writer.apply(MetadataChange(metadata))
             self._metadata_seen = metadata
 
     # --- the copy ------------------------------------------------------------------------------
@@ -259,21 +303,48 @@ class Capture:
         return job
 
     def _open(self, existing: StoredJob | None) -> JobWriter:
-        """The copy: resumed from the store, or created from the upstream's schema."""
-        if existing is not None:
-            return JobWriter(existing)
+        """The copy: resumed from the store (once checked to be of the same job), or created from
+        the upstream's schema."""
         upstream = self.upstream
         assert upstream is not None
+        if existing is not None:
+            self._check_same_job(existing)
+            return JobWriter(existing)
         declared = upstream.declarations(upstream.schema())
         metadata = upstream.metadata()
         self._metadata_seen = metadata
-        try:
-            specs = [StreamSpec.create(s.name, s.dtype, s.shape, s.single, s.timestamps, s.expected_count)
-                     for s in declared]
-            return self.store.create_job(self.job_id, streams=specs, metadata=metadata,
-                                         origin=Origin(self._address, self.job_id))
-        except QmValueError as exc:  # e.g. an id or a stream this store cannot keep: not retried
-            raise UpstreamMismatchError(f"the store cannot keep a copy of job {self.job_id!r}: {exc}") from None
+        with keeping(f"keep a copy of job {self.job_id!r}"):
+            return self.store.create_job(self.job_id, streams=[spec_of(s) for s in declared],
+                                         metadata=metadata, origin=Origin(self._address, self.job_id))
+
+    def _check_same_job(self, existing: StoredJob) -> None:
+        """Before resuming: the upstream's streams are laid out as the copy's, and where the copy
+        ends the upstream holds the same item (a server that reuses ids, e.g. ours in memory after
+        a restart, may serve another job under the same id)."""
+        upstream = self.upstream
+        assert upstream is not None
+        mine = existing.streams
+        theirs = {s.name: s for s in upstream.declarations(upstream.schema()) if s.name in mine}
+        for name, stream in mine.items():
+            other = theirs.get(name)
+            if other is not None and _layout(other) != _layout(stream.spec):
+                raise UpstreamMismatchError(
+                    f"stream {name!r} of the upstream job is laid out otherwise than the copy's "
+                    f"({_layout(other)} vs {_layout(stream.spec)}): {self._address} serves another job "
+                    f"under the id {self.job_id!r}")
+        last = [(name, s) for name, s in mine.items() if not s.single and s.count and name in theirs]
+        if not last:
+            return
+        headers = upstream.headers([name for name, _ in last])
+        wants = [(headers[name], s.count - 1, s.count) for name, s in last
+                 if headers[name].count_so_far >= s.count]
+        for name, (buffer, count) in upstream.fetch(wants).items():
+            stream = mine[name]
+            _, pieces = stream.read(stream.count - 1, stream.count)
+            if count != 1 or buffer.data[:stream.layout.itemsize].tobytes() != b"".join(pieces):
+                raise UpstreamMismatchError(
+                    f"item {stream.count - 1} of stream {name!r} differs between the upstream and the "
+                    f"copy: {self._address} serves another job under the id {self.job_id!r}")
 
     @property
     def _address(self) -> str:
@@ -292,7 +363,10 @@ class Capture:
     def _interrupt(self, reason: str) -> CaptureResult:
         log.info("capture of %s interrupted: %s", self.job_id, reason)  # the result says so too
         if self.writer is not None:
-            self.writer.set_origin(self._origin.interrupt(reason))
+            try:
+                self.writer.set_origin(self._origin.interrupt(reason))
+            except (QmQuaException, OSError) as exc:  # e.g. the disk is full: the result still says so
+                log.warning("capture of %s: could not mark the copy interrupted: %s", self.job_id, exc)
         result = self._result(INTERRUPTED)
         result.reason = reason
         return result

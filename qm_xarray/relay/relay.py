@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ..errors import QmQuaException
+from ..errors import QmQuaException, QmValueError
 from ..origin import INTERRUPTED
 from ..server.store import JobState, ResultStore
 from ..session import Connection
-from .capturing import Capture, CaptureResult
+from .capturing import STOPPED, Capture, CaptureResult
 
 __all__ = ["Relay"]
 
@@ -39,19 +39,20 @@ class Relay:
     """Keeps copies of `upstream`'s jobs in `store` while they run (see the module docstring).
 
     `poll` is how often the upstream's job list is read (`follow_new`) and finished captures are
-    looked at; `deadline`, `interval` and `max_interval` are each capture's (see `qx.capture`).
+    looked at; `deadline`, `interval`, `max_interval` and `call_timeout` are each capture's (see
+    `qx.capture`).
     `on_change(job_id, status)` is called as each capture starts ("capturing") and ends.
     """
 
     def __init__(self, upstream: Connection, store: ResultStore, *, jobs: Iterable[str] = (),
                  follow_new: bool = False, poll: float = 1.0, deadline: float = 60.0,
                  retry: float = 30.0, interval: float = 0.05, max_interval: float = 1.0,
-                 on_change: Callable[[str, str], None] | None = None):
+                 call_timeout: float | None = None, on_change: Callable[[str, str], None] | None = None):
         self.upstream = upstream
         self.store = store
         self.follow_new = follow_new
         self.poll, self.deadline, self.retry = poll, deadline, retry
-        self.interval, self.max_interval = interval, max_interval
+        self.interval, self.max_interval, self.call_timeout = interval, max_interval, call_timeout
         self._wanted: list[str] = list(dict.fromkeys(jobs))
         self._workers: dict[str, _Worker] = {}
         self._lock = threading.Lock()
@@ -65,11 +66,18 @@ class Relay:
         return self.upstream.details.target
 
     def start(self) -> Relay:
-        """Resume the store's unfinished copies of this upstream's jobs, then start capturing."""
+        """Resume the store's unfinished copies of this upstream's jobs, then start capturing.
+        An unfinished copy of another upstream (or of this one, reached under another address)
+        is left as it is, and `on_change` says so."""
         for job in self.store.jobs():
             origin = job.origin
-            if origin is not None and origin.upstream == self.address and job.state is JobState.RUNNING:
+            if origin is None or job.state is not JobState.RUNNING:
+                continue
+            if origin.upstream == self.address:
                 self._wanted.append(job.id)
+            elif job.id not in self._wanted:
+                self._tell(job.id, f"not resumed: a copy of the job of {origin.upstream}, not of "
+                                   f"{self.address} (start a relay with --upstream {origin.upstream})")
         self._supervisor = threading.Thread(target=self._supervise, name="qx-relay", daemon=True)
         self._supervisor.start()
         return self
@@ -85,16 +93,20 @@ class Relay:
         with self._lock:
             return {job_id: w.result for job_id, w in self._workers.items()}
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop every capture between two rounds (the copies stay resumable) and wait for them."""
-        self._stop.set()
-        for worker in list(self._workers.values()):
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop every capture between two rounds (the copies stay resumable) and wait for them,
+        for at most `timeout` seconds; True if all have stopped."""
+        with self._lock:
+            self._stop.set()  # under the lock: no capture starts after this
+            workers = list(self._workers.values())
+        for worker in workers:
             worker.capture.cancel()
         end = time.monotonic() + timeout
         if self._supervisor is not None:
             self._supervisor.join(max(0.0, end - time.monotonic()))
-        for worker in list(self._workers.values()):
+        for worker in workers:
             worker.thread.join(max(0.0, end - time.monotonic()))
+        return not any(w.thread.is_alive() for w in workers)
 
     def __enter__(self) -> Relay:
         return self.start()
@@ -136,9 +148,12 @@ class Relay:
             if time.monotonic() - worker.ended < self.retry:
                 return
         capture = Capture(self.upstream.job(job_id), self.store, interval=self.interval,
-                          max_interval=self.max_interval, deadline=self.deadline)
+                          max_interval=self.max_interval, deadline=self.deadline,
+                          call_timeout=self.call_timeout)
         thread = threading.Thread(target=self._run, args=(job_id,), name=f"qx-capture-{job_id}", daemon=True)
         with self._lock:
+            if self._stop.is_set():
+                return
             self._workers[job_id] = _Worker(capture, thread)
         log.info("relay: capturing job %s of %s", job_id, self.address)
         self._tell(job_id, "capturing")
@@ -148,6 +163,8 @@ class Relay:
         worker = self._workers[job_id]
         try:
             result = worker.capture.run()
+        except QmValueError as exc:  # the store refuses this copy (another upstream's...): for good
+            result = CaptureResult(job_id, STOPPED, "running", {}, reason=str(exc))
         except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the relay
             log.exception("relay: the capture of job %s failed", job_id)
             result = CaptureResult(job_id, INTERRUPTED, "running", {}, reason=f"{type(exc).__name__}: {exc}")

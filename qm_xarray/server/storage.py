@@ -3,15 +3,13 @@
 A storage holds whole items only. `write` appends items past the published end and returns once
 they are stored (in memory, or handed to the OS — and fsynced when `sync` is on); the stream
 publishes the new count afterwards, so readers never see a partial item. `read` yields the bytes
-of an item range lazily, in pieces of at most `PIECE_BYTES` (views of a memory map of the file,
-for a durable store), so a huge fetch is streamed and never materialized per request.
+of an item range lazily, in pieces of at most `PIECE_BYTES`, so a huge fetch is streamed and
+never materialized per request.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -80,13 +78,7 @@ class MemoryItems:
 
 
 class FileItems:
-    """Items appended to one file; a torn tail (a crash mid-write) is cut off when reopened.
-
-    Reads are views of a read-only memory map of the published part of the file (remapped as it
-    grows): no buffer is allocated per read, so serving a large stream costs the copy into the
-    messages only. A file only ever shrinks to its published end (a failed write is undone), so
-    a mapped, published byte is always backed by the file.
-    """
+    """Items appended to one file; a torn tail (a crash mid-write) is cut off when reopened."""
 
     def __init__(self, path: Path, itemsize: int, sync: bool = False):
         self.path, self.itemsize, self.sync = path, itemsize, sync
@@ -96,11 +88,11 @@ class FileItems:
         if whole != size:
             os.ftruncate(self.fd, whole)
         self.count = whole // itemsize
-        self._map: mmap.mmap | None = None
-        self._map_lock = threading.Lock()
 
     def write(self, data: memoryview, n: int, publish: Publish) -> None:
         """Write at the end of the published items; a failed write (disk full...) is undone."""
+        if self.fd < 0:
+            raise OSError(f"{self.path}: the store is closed")
         end = self.count * self.itemsize
         view, offset = data[:n * self.itemsize], end
         try:
@@ -119,31 +111,16 @@ class FileItems:
         size = self.itemsize
         step = max(1, PIECE_BYTES // size) * size
         offset, end = start * size, stop * size
-        if end <= offset:
-            return
-        view = memoryview(self._mapping(end))
         while offset < end:
-            yield view[offset:min(offset + step, end)]
-            offset += step
-
-    def _mapping(self, end: int) -> mmap.mmap:
-        """A map of at least the first `end` (published) bytes; an old map stays valid for the
-        views still using it and is unmapped when the last one goes."""
-        mapped = self._map
-        if mapped is None or len(mapped) < end:
-            with self._map_lock:
-                mapped = self._map
-                if mapped is None or len(mapped) < end:
-                    published = self.count * self.itemsize
-                    if published < end:
-                        raise OSError(f"{self.path}: read past the published items")
-                    mapped = mmap.mmap(self.fd, published, access=mmap.ACCESS_READ)
-                    self._map = mapped
-        return mapped
+            chunk = os.pread(self.fd, min(step, end - offset), offset)
+            if not chunk:
+                raise OSError(f"{self.path}: file shorter than its published count")
+            yield memoryview(chunk)
+            offset += len(chunk)
 
     def close(self) -> None:
-        self._map = None  # unmapped once no reader holds a view of it
-        os.close(self.fd)
+        fd, self.fd = self.fd, -1
+        os.close(fd)
 
 
 class MemoryValue:

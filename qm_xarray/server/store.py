@@ -139,6 +139,7 @@ class Job:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._version = 0
+        self._save_lock = threading.Lock()  # one save at a time: the last one saved is the newest
 
     @classmethod
     def restore(cls, store: ResultStore, record: durable.JobRecord) -> Job:
@@ -253,10 +254,13 @@ class Job:
         self._changed_metadata()
         return merged
 
-    def _set_state(self, state: JobState) -> None:
+    def _set_state(self, state: JobState, origin: Origin | None = None) -> None:
+        """End the job (and with `origin`, say how its copy stands): one change, one save."""
         with self._lock:
             self._check_open()
             self._state = state
+            if origin is not None:
+                self._origin = origin
         self._changed_metadata()
 
     def _mark_dataloss(self) -> None:
@@ -277,7 +281,8 @@ class Job:
             self._changed_metadata()
 
     def _changed_metadata(self) -> None:
-        self.store._save_job(self)
+        with self._save_lock:  # the record is taken under it: a slower save never rolls back a newer
+            self.store._save_job(self)
         self._touch()
 
 
@@ -369,6 +374,11 @@ class JobWriter:
         """Say where this job is copied from and how the copy stands (the relay's seam)."""
         self.job._set_origin(origin)
 
+    def end_copy(self, done: bool, origin: Origin) -> None:
+        """End a relay's copy the way its upstream job ended (done, else closed) and say how the
+        copy stands, in one change and one save: no reader, nor a crash, sees one without the other."""
+        self.job._set_state(JobState.DONE if done else JobState.CLOSED, origin)
+
     def __repr__(self) -> str:
         return f"<JobWriter {self.id} {self.job.state.value}>"
 
@@ -386,6 +396,7 @@ class ResultStore:
         self._ids = itertools.count(1)
         self.path = None if path is None else Path(path)
         self.sync = sync
+        self._closed = False
         self._lock_fd: int | None = None
         if self.path is not None:
             self._lock_fd = durable.open_store(self.path)
@@ -394,6 +405,7 @@ class ResultStore:
 
     def close(self) -> None:
         """Release a durable store (its files and its lock); an in-memory store has nothing to do."""
+        self._closed = True  # no job.json is written from now on
         if self._lock_fd is not None:
             for job in self._jobs.values():
                 for stream in job.streams.values():
@@ -417,7 +429,7 @@ class ResultStore:
         return durable.stream_storage(self.path, job_id, spec, self.sync)
 
     def _save_job(self, job: Job) -> None:
-        if self.path is not None and job.id in self._jobs:
+        if self.path is not None and job.id in self._jobs and not self._closed:
             durable.save_record(self.path, job.record(), self.sync)
 
     def create_job(self, job_id: str | None = None, streams: StreamDeclarations = (),

@@ -372,6 +372,10 @@ class StandInQop:
             self._jobs[job_id] = job
             self._cond.notify_all()
 
+    def job_ids(self) -> list[str]:
+        """The ids of the jobs it serves, in the order they were added."""
+        return [job.job_id for job in self._jobs_list()]
+
     def append(self, job_id: str, name: str, items: np.ndarray) -> None:
         """Add items to a stream of a job (a job that grows); a `single` stream keeps the last one."""
         with self._cond:

@@ -140,7 +140,7 @@ class _Commands:
 
     def _job(self, request: Mapping[str, Any]) -> str:
         job_id = str(request["job_id"])
-        if all(job.job_id != job_id for job in self.qop._jobs_list()):
+        if job_id not in self.qop.job_ids():
             raise KeyError(f"no job {job_id!r} (add_job it first)")
         return job_id
 

@@ -113,3 +113,11 @@ def test_follow_new_needs_an_upstream_that_lists_its_jobs(tmp_path: Path,
                      "--follow-new"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "QOP 2" in err[0] and "--job ID" in err[0]
+
+
+def test_a_bad_upstream_token_is_named_as_the_upstream_s(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["serve", "--port", "0", "--store", str(tmp_path / "s"), "--upstream", "127.0.0.1:1",
+                 "--job", "j", "--upstream-token", "bad token"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--upstream-token" in err[0]

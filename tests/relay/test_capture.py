@@ -164,7 +164,8 @@ def test_an_upstream_gone_for_longer_than_the_deadline_marks_the_copy_interrupte
     qop = StandInQop(3, require_gateway_headers=False).start()
     qop.add_job(JOB, {"I": (KINDS["I"], _items("I", 0, 30))})
     store = qx.ResultStore()
-    thread, out = _capturing(qx.connect(qop.address).job(JOB), store, deadline=1.0, max_interval=0.2)
+    thread, out = _capturing(qx.connect(qop.address).job(JOB), store, deadline=1.0, max_interval=0.2,
+                             call_timeout=3.0)  # a slow call before the outage is not the outage
     _wait_count(store, "I", 30)
     qop.stop()
     thread.join(30)
@@ -277,4 +278,95 @@ def test_a_backlog_is_taken_in_rounds_of_bounded_size_even_with_items_larger_tha
     assert result.status == "complete" and result.counts == {"big": 3, "I": 10}
     assert result.rounds >= 3  # one item per round: none fits the budget, each still moves
     assert result.bytes < 3 * items[0].nbytes + CAPTURE_ROUND_BYTES  # each item fetched once
+    assert store.job(JOB).stream("big").read_array().tobytes() == items.tobytes()
+
+
+def test_another_job_under_the_same_id_is_not_spliced_onto_the_copy() -> None:
+    """A server that reuses ids (ours in memory, restarted) serves another job under the copy's id
+    with more items: the copy is interrupted, not completed with the other job's items."""
+    first = StandInQop(3, require_gateway_headers=False).start()
+    port = first.port
+    first.add_job(JOB, {"I": (KINDS["I"], np.ones(100))})
+    store = qx.ResultStore()
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: Capture(qx.connect(first.address).job(JOB), store, stop=stop).run())
+    thread.start()
+    _wait_count(store, "I", 100)
+    stop.set()
+    thread.join(30)
+    first.stop()
+    with StandInQop(3, require_gateway_headers=False, port=port) as second:
+        second.add_job(JOB, {"I": (KINDS["I"], np.full(300, 2.0))}, state="done")
+        result = qx.capture(qx.connect(second.address).job(JOB), store)
+    assert result.status == "interrupted" and "another job" in result.reason
+    assert store.job(JOB).state.value == "running" and store.job(JOB).stream("I").count == 100
+
+
+def test_a_stream_laid_out_otherwise_upstream_is_another_job() -> None:
+    with StandInQop(3, require_gateway_headers=False) as qop:
+        qop.add_job(JOB, {"I": (StreamKind("<i8"), np.arange(20))}, state="done")
+        store = qx.ResultStore()
+        store.create_job(JOB, streams=[qx.StreamSpec.create("I", "<f8")], origin=qx.Origin(qop.address, JOB))
+        result = qx.capture(qx.connect(qop.address).job(JOB), store)
+    assert result.status == "interrupted" and "laid out otherwise" in result.reason
+
+
+def test_a_copy_ends_in_one_save_and_an_older_store_s_ended_copy_is_made_complete(tmp_path: Path) -> None:
+    store = qx.ResultStore(tmp_path / "s")
+    origin = qx.Origin("10.0.0.9:9510", JOB)
+    store.create_job(JOB, origin=origin).end_copy(True, origin.complete())
+    store.create_job("older", origin=qx.Origin("10.0.0.9:9510", "older")).finish()  # ended, "capturing"
+    store.close()
+    reopened = qx.ResultStore(tmp_path / "s")
+    job = reopened.job(JOB)
+    assert job.state.value == "done" and job.origin is not None and job.origin.status == "complete"
+    with StandInQop(3, require_gateway_headers=False) as qop:
+        conn = qx.connect(qop.address)
+        older = qx.Origin(conn.details.target, "older")
+        reopened.writer("older").set_origin(older)  # as a relay of this upstream left it
+        result = qx.capture(conn.job("older"), reopened)
+    assert result.status == "complete" and reopened.job("older").origin.status == "complete"  # type: ignore[union-attr]
+    reopened.close()
+
+
+def test_a_store_that_refuses_a_write_interrupts_the_copy_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    from qm_xarray.server import storage
+
+    def full(self: Any, data: Any, n: int, publish: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    with StandInQop(3, require_gateway_headers=False) as qop:
+        qop.add_job(JOB, {"I": (KINDS["I"], _items("I", 0, 10))})
+        store = qx.ResultStore(tmp_path / "s")
+        monkeypatch.setattr(storage.FileItems, "write", full)
+        result = qx.capture(qx.connect(qop.address).job(JOB), store, deadline=600.0)
+    assert result.status == "interrupted" and "No space left" in result.reason
+    assert "relay's store could not append" in result.reason  # not blamed on the upstream
+    origin = store.job(JOB).origin
+    assert origin is not None and origin.interrupted
+    store.close()
+
+
+class _StopAfterOneRound(Capture):
+    """A capture asked to stop right after its first round (as `Relay.stop` may at any time)."""
+
+    def _round(self) -> None:
+        super()._round()
+        self.cancel()
+
+
+def test_a_capture_asked_to_stop_while_it_drains_a_backlog_stops_there() -> None:
+    from qm_xarray.limits import CAPTURE_ROUND_BYTES
+
+    item = CAPTURE_ROUND_BYTES // 8
+    items = np.arange(4 * item, dtype="<f8").reshape(4, item)
+    with StandInQop(3, require_gateway_headers=False) as qop:
+        qop.add_job(JOB, {"big": (StreamKind("<f8", (item,)), items)}, state="done")
+        store = qx.ResultStore()
+        job = qx.connect(qop.address).job(JOB)
+        result = _StopAfterOneRound(job, store).run()
+        assert (result.status, result.state) == ("stopped", "running")
+        assert 0 < store.job(JOB).stream("big").count < 4
+        assert qx.capture(job, store).status == "complete"  # and it resumes
     assert store.job(JOB).stream("big").read_array().tobytes() == items.tobytes()

@@ -7,6 +7,8 @@ Faults: kill -9 of the relay and of the upstream, and an upstream gone for good.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -261,3 +263,31 @@ def test_data_loss_errors_and_cancellation_upstream_are_mirrored(qop: QopProcess
                 res.get("I").fetch_all()
         finally:
             qmm.close()
+
+
+def test_an_upstream_that_stops_answering_is_waited_out_then_the_copy_is_interrupted(
+        qop: QopProcess) -> None:
+    """A hung upstream (SIGSTOP: the port accepts, nothing answers) makes calls time out: that is
+    the upstream's failure, retried until the deadline, then the copy says it is interrupted."""
+    qop.add_job(JOB, {"I": STREAMS["I"]})
+    qop.grow(JOB, "I", 10)
+    store = qx.ResultStore()
+    out: dict[str, Any] = {}
+    job = qx.connect(qop.address).job(JOB)
+    thread = threading.Thread(target=lambda: out.update(
+        result=qx.capture(job, store, deadline=3.0, call_timeout=0.5, max_interval=0.2)))
+    thread.start()
+    end = time.monotonic() + WAIT
+    while time.monotonic() < end and (JOB not in [j.id for j in store.jobs()]
+                                      or store.job(JOB).stream("I").count < 10):
+        threading.Event().wait(0.02)
+    os.kill(qop.pid, signal.SIGSTOP)
+    try:
+        thread.join(WAIT)
+    finally:
+        os.kill(qop.pid, signal.SIGCONT)
+    result = out["result"]
+    assert (result.status, result.state) == ("interrupted", "running"), result
+    assert "QMTimeoutError" in result.reason and qop.address in result.reason
+    origin = store.job(JOB).origin
+    assert origin is not None and origin.interrupted and store.job(JOB).stream("I").count == 10

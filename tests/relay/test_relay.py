@@ -60,9 +60,12 @@ def test_a_relay_resumes_the_stores_unfinished_copies_of_its_upstream() -> None:
                                   origin=qx.Origin(qop.address, "r1"))
         writer.stream("I").append(np.arange(20.0))  # what a killed relay had copied
         store.create_job("elsewhere", origin=qx.Origin("10.9.9.9:80", "elsewhere"))  # another upstream's
-        with qx.Relay(qx.connect(qop.address), store) as relay:
+        told: list[tuple[str, str]] = []
+        with qx.Relay(qx.connect(qop.address), store, on_change=lambda *said: told.append(said)) as relay:
             _until("the copy resumed", lambda: _status(relay, "r1") == "complete")
             assert "elsewhere" not in relay.results()
+        [(_, why)] = [t for t in told if t[0] == "elsewhere"]
+        assert why.startswith("not resumed") and "--upstream 10.9.9.9:80" in why
         assert store.job("r1").stream("I").read_array().tolist() == list(np.arange(50.0))
 
 
@@ -72,7 +75,7 @@ def test_an_interrupted_copy_is_tried_again_and_completes_when_the_upstream_is_b
     qop.add_job("j", {"I": (KIND, np.arange(10.0))})
     store = qx.ResultStore()
     relay = qx.Relay(qx.connect(qop.address), store, jobs=["j"], poll=0.05, deadline=0.5, retry=0.2,
-                     max_interval=0.1).start()
+                     max_interval=0.1, call_timeout=3.0).start()
     try:
         _until("the first items", lambda: "j" in [job.id for job in store.jobs()]
                and store.job("j").stream("I").count == 10)
