@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..client import StreamSummary
-from ..client.api_v2 import FINAL_STATUSES
 from ..client.deadlines import check_timeout
-from ..errors import QmQuaException, QMTimeoutError, QmValueError
+from ..errors import QmQuaException, QmValueError
 from ..limits import CAPTURE_ROUND_BYTES
 from ..metadata import MetadataChange
 from ..origin import COMPLETE, INTERRUPTED, Origin
@@ -37,14 +36,13 @@ from ..server.store import Job as StoredJob
 from ..server.store import JobState, JobWriter, ResultStore
 from ..session import Job, as_job
 from ..streams import StreamSpec
-from .upstream import Upstream, Want
+from .upstream import StatusWatch, Upstream, Want
 
 __all__ = ["capture", "Capture", "CaptureResult", "CopyNotKeptError", "STOPPED", "UpstreamMismatchError"]
 
 log = logging.getLogger("qm_xarray.relay")
 
 STOPPED = "stopped"  # a capture's outcome when asked to stop: the copy stays as it is, resumable
-PUSH_WINDOW = 10.0   # seconds one status-updates call is held before it is opened again
 REFRESH_SECONDS = 2.0  # how often errors, metadata and (ours) new streams are read while running
 
 
@@ -117,9 +115,8 @@ class Capture:
         self.stop = stop if stop is not None else threading.Event()
         self.upstream: Upstream | None = None
         self.writer: JobWriter | None = None
-        self._wake = threading.Event()
-        self._over = threading.Event()
-        self._status: str | None = None  # the last status the upstream pushed
+        self._wake = threading.Event()  # set by `cancel` and by each status the upstream pushes
+        self._watch: StatusWatch | None = None
         self._rounds = 0
         self._moved = False  # the last round appended something
         self._behind = 0  # items the upstream had after the last round that the copy has not
@@ -143,7 +140,8 @@ class Capture:
         try:
             return self._run()
         finally:
-            self._over.set()
+            if self._watch is not None:
+                self._watch.close()
 
     def _run(self) -> CaptureResult:
         existing = self._existing()
@@ -157,17 +155,14 @@ class Capture:
                 JobWriter(existing).set_origin(origin.complete())  # only a capture ends a copy
             return self._result(COMPLETE)
         last_ok, backoff = time.monotonic(), self.interval
-        pusher: threading.Thread | None = None
         while not self.stop.is_set():
             try:
                 if self.upstream is None:
                     self.upstream = Upstream(self.source, self.call_timeout)
                 if self.writer is None:
                     self.writer = self._open(existing)
-                if pusher is None and self.upstream.pushes:
-                    pusher = threading.Thread(target=self._follow, name=f"qx-capture-status-{self.job_id}",
-                                              daemon=True)
-                    pusher.start()
+                if self._watch is None and self.upstream.pushes:
+                    self._watch = StatusWatch(self.upstream, self._wake, self.job_id)
                 self._wake.clear()  # a push from now on wakes the pause after this round
                 ended = self._round_and_maybe_finish()
                 if ended is not None:
@@ -195,7 +190,8 @@ class Capture:
         refresh_due = time.monotonic() - self._refreshed >= REFRESH_SECONDS
         # pushed: ask for the state once the push says it ended (and now and then, should a
         # push go missing); else every round
-        if not upstream.pushes or self._status in FINAL_STATUSES or refresh_due:
+        pushed_end = self._watch is not None and self._watch.ended
+        if not upstream.pushes or pushed_end or refresh_due:
             state = upstream.state()
             ended = state if (state.done or state.closed) else None
         if ended is not None or refresh_due:
@@ -381,28 +377,6 @@ class Capture:
                              {name: s.count for name, s in job.streams.items()}, self._rounds,
                              upstream.calls if upstream else 0, upstream.bytes if upstream else 0,
                              job.origin.reason if job.origin is not None else "")
-
-    # --- pushed status -------------------------------------------------------------------------
-
-    def _follow(self) -> None:
-        """Follow the upstream's pushed status changes, waking the loop on each (a thread)."""
-        upstream = self.upstream
-        assert upstream is not None
-        while not self._over.is_set() and self._status not in FINAL_STATUSES:
-            try:
-                upstream.follow_status(self._on_status, PUSH_WINDOW)
-            except QMTimeoutError:
-                continue  # the window passed (or the upstream is away): open it again
-            except QmQuaException:
-                self._over.wait(1.0)  # the loop's own calls decide when the upstream is gone
-                continue
-            self._over.wait(0.2)  # the server ended the stream: open it again
-
-    def _on_status(self, status: str) -> bool:
-        if status != self._status:
-            self._status = status
-            self._wake.set()
-        return status in FINAL_STATUSES or self._over.is_set()
 
 
 def capture(job: Any, store: ResultStore, *, interval: float = 0.05, max_interval: float = 1.0,

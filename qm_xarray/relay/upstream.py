@@ -2,22 +2,27 @@
 
 `Upstream` picks the fewest calls the server allows: on a server that fetches several streams at
 once (QOP 3, ours) a round is one headers call and one data call for all streams; elsewhere (QOP 2)
-one of each per stream. State changes come pushed (v2 `GetJobStatusUpdates`, `follow_status`) or,
-on a v1 server, from one state call per round.
+one of each per stream. State changes come pushed (v2 `GetJobStatusUpdates`, followed by a
+`StatusWatch`) or, on a v1 server, from one state call per round.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from ..client import JobResultApi, JobsClient, StreamSummary
+from ..client.api_v2 import FINAL_STATUSES
 from ..client.models import Header, JobResultState, SchemaItem
+from ..errors import QmQuaException, QMTimeoutError
 from ..metadata import JobMetadata
 from ..session import Job
 
-__all__ = ["Upstream", "Want"]
+__all__ = ["Upstream", "StatusWatch", "Want", "PUSH_WINDOW"]
+
+PUSH_WINDOW = 10.0  # seconds one status-updates call is held before it is opened again
 
 Want = tuple[Header, int, int]  # a stream's header and the item range [start, stop) asked for
 
@@ -95,3 +100,39 @@ class Upstream:
         """Pushed status changes for `window` seconds (v2 only; see `JobResultApi.follow_status`)."""
         assert isinstance(self.service, JobResultApi), "only a v2 server pushes status changes"
         self.service.follow_status(on_status, window)
+
+
+class StatusWatch:
+    """Follows the status changes a v2 upstream pushes, in a daemon thread: sets `wake` on each,
+    and `ended` once the job has a final status. Failures are left to the capture's own calls
+    (which decide when the upstream is gone); `close` ends it within `PUSH_WINDOW`."""
+
+    def __init__(self, upstream: Upstream, wake: threading.Event, job_id: str):
+        self.upstream, self.wake = upstream, wake
+        self.status: str | None = None
+        self._closed = threading.Event()
+        threading.Thread(target=self._follow, name=f"qx-capture-status-{job_id}", daemon=True).start()
+
+    @property
+    def ended(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _follow(self) -> None:
+        while not self._closed.is_set() and not self.ended:
+            try:
+                self.upstream.follow_status(self._on_status, PUSH_WINDOW)
+            except QMTimeoutError:
+                continue  # the window passed (or the upstream is away): open it again
+            except QmQuaException:
+                self._closed.wait(1.0)
+                continue
+            self._closed.wait(0.2)  # the server ended the stream: open it again
+
+    def _on_status(self, status: str) -> bool:
+        if status != self.status:
+            self.status = status
+            self.wake.set()
+        return self.ended or self._closed.is_set()
