@@ -37,9 +37,10 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any, TextIO
+from typing import IO, Any, TextIO, TypeVar
 
-__all__ = ["Child", "ChildExited", "STOP_TIMEOUT", "child_env", "dying_with_parent", "serve_commands"]
+__all__ = ["Child", "ChildExited", "STOP_TIMEOUT", "child_env", "dying_with_parent", "serve_commands",
+           "start_again"]
 
 STOP_TIMEOUT = 10.0  # seconds each step of `stop` waits before the next, harder one
 DRAIN_TIMEOUT = 5.0  # seconds a dead child's last output is read for (a grandchild may hold the pipe)
@@ -52,6 +53,7 @@ _DIE_WITH_PARENT = ("import ctypes, os, signal, sys\n"
                     "os.execvp(sys.argv[1], sys.argv[1:])\n")
 
 Stdio = int | IO[Any] | None  # what `subprocess.Popen` takes for stdin, stdout or stderr
+T = TypeVar("T")
 
 
 class ChildExited(RuntimeError):
@@ -334,3 +336,16 @@ def serve_commands(ready: str | Mapping[str, Any], command: Callable[[str], Any]
             stdout.flush()
     except KeyboardInterrupt:
         pass
+
+
+def start_again(start: Callable[[], T], what: str, attempts: int = 20, pause: float = 0.2) -> T:
+    """`start()` of a server child on the port it had, retried while the port is not free yet (a
+    killed server's port can stay busy for a moment); `RuntimeError` naming `what` after `attempts`."""
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            return start()
+        except RuntimeError as exc:  # e.g. the port is not free yet
+            last = exc
+            time.sleep(pause)
+    raise RuntimeError(f"could not restart {what}: {last}")

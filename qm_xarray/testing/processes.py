@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .children import Child, child_env
+from .children import Child, child_env, start_again
 
 __all__ = ["ServerProcess", "ProducerProcess", "expected_items", "cli_supports_store", "HOST"]
 
@@ -187,14 +187,7 @@ class ServerProcess:
     def restart(self, timeout: float = 30.0, attempts: int = 20) -> ServerProcess:
         """Start again on the same port and store directory (retried while the port is busy)."""
         assert self.port, "restart needs a known port"
-        last: Exception | None = None
-        for _ in range(attempts):
-            try:
-                return self.start(timeout)
-            except RuntimeError as exc:  # e.g. the port is not free yet
-                last = exc
-                time.sleep(0.2)
-        raise RuntimeError(f"could not restart the server on {self.address}: {last}")
+        return start_again(lambda: self.start(timeout), f"the server on {self.address}", attempts)
 
     def __enter__(self) -> ServerProcess:
         if not self.alive():

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 
 from ..streams import DEFAULT_DTYPE, StreamSpec
-from .children import Child, ChildExited, child_env, serve_commands
+from .children import Child, ChildExited, child_env, serve_commands, start_again
 from .jobs import StreamKind
 from .processes import expected_items
 
@@ -335,14 +335,7 @@ class QopProcess:
             raise RuntimeError("restart needs a known port: start() first")
         if self.alive():
             raise RuntimeError(f"the stand-in QOP {self.address} is still running: kill() or stop() it")
-        last: Exception | None = None
-        for _ in range(attempts):
-            try:
-                return self.start(timeout)
-            except RuntimeError as exc:  # e.g. the port is not free yet
-                last = exc
-                time.sleep(0.2)
-        raise RuntimeError(f"could not restart the stand-in QOP on {self.address}: {last}")
+        return start_again(lambda: self.start(timeout), f"the stand-in QOP on {self.address}", attempts)
 
     def __enter__(self) -> Self:
         if not self.alive():
